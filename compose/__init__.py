@@ -1,0 +1,1 @@
+"""How the pieces are started: the embedded local stack for `make run` and tests."""

@@ -1,0 +1,177 @@
+"""`python -m compose run|up|down|status`: the local stack behind `make run/up/down/status`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import orjson
+
+from compose.processes import StartError
+from compose.settings import StackSettings
+from compose.stack import Stack, applications, check_ports_free, infrastructure
+from schemas.environ import ConfigError
+
+logger = logging.getLogger("compose")
+
+
+def _state_path(settings: StackSettings) -> Path:
+    return settings.data_dir / "run" / "stack.json"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _read_state(settings: StackSettings) -> dict[str, object] | None:
+    path = _state_path(settings)
+    if not path.exists():
+        return None
+    state: dict[str, object] = orjson.loads(path.read_bytes())
+    pid = state.get("pid")
+    if not isinstance(pid, int) or not _pid_alive(pid):
+        path.unlink(missing_ok=True)
+        return None
+    return state
+
+
+def run(settings: StackSettings) -> int:
+    """Start everything in the foreground; stop everything on SIGINT/SIGTERM."""
+    if _read_state(settings) is not None:
+        print("the stack is already running (see `make status`; stop it with `make down`)")
+        return 1
+    services = infrastructure(settings) + applications(settings)
+    check_ports_free(settings, services)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stack = Stack(services, settings.data_dir / "logs")
+    stack.start()
+    state_path = _state_path(settings)
+    state_path.parent.mkdir(parents=True, exist_ok=True)
+    endpoints = {service.name: service.endpoint for service in services}
+    if settings.external_kafka:
+        endpoints["kafka"] = f"{settings.external_kafka} (external)"
+    if settings.external_clickhouse:
+        endpoints["clickhouse"] = f"{settings.external_clickhouse} (external)"
+    state_path.write_bytes(orjson.dumps({"pid": os.getpid(), "services": endpoints}))
+    _print_endpoints(endpoints, settings)
+    exit_code = 0
+    try:
+        while not stop.wait(0.5):
+            dead = stack.first_dead()
+            if dead is not None:
+                print(f"{dead.name} stopped unexpectedly:\n{dead.log_tail()}", file=sys.stderr)
+                exit_code = 1
+                break
+    finally:
+        print("stopping (edge and projector drain first)...", flush=True)
+        stack.stop()
+        state_path.unlink(missing_ok=True)
+        print("stopped", flush=True)
+    return exit_code
+
+
+def _print_endpoints(endpoints: dict[str, str], settings: StackSettings) -> None:
+    print("\nthe tracker is running:")
+    for name, endpoint in endpoints.items():
+        print(f"  {name:<11} {endpoint}")
+    print(f"  data        {settings.data_dir.resolve()}  (logs in logs/)")
+    edge = f"http://{settings.host}:{settings.edge_port}"
+    print("\ntry:")
+    pixel = f"{edge}/sales.php?universe=demo&amount=12,50&id=t1"
+    query = "SELECT+*+FROM+tracker.sales+FORMAT+PrettyCompact"
+    print(f"  curl -o /dev/null -w '%{{http_code}} %{{content_type}}\\n' '{pixel}'")
+    print(f"  curl '{settings.clickhouse_url}/?query={query}'")
+    print("\nCtrl-C stops everything.", flush=True)
+
+
+def up(settings: StackSettings, timeout: float = 180.0) -> int:
+    """Start the stack in the background and return once every service is healthy."""
+    if _read_state(settings) is not None:
+        print("the stack is already running")
+        return status(settings)
+    log_dir = settings.data_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with (log_dir / "stack.log").open("ab") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "compose", "run"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            tail = (log_dir / "stack.log").read_text(errors="replace").splitlines()[-30:]
+            print("the stack failed to start:\n" + "\n".join(tail), file=sys.stderr)
+            return 1
+        if _read_state(settings) is not None:
+            return status(settings)
+        time.sleep(0.2)
+    print(f"the stack was not ready after {timeout:.0f}s; see {log_dir}", file=sys.stderr)
+    return 1
+
+
+def down(settings: StackSettings, timeout: float = 90.0) -> int:
+    state = _read_state(settings)
+    if state is None:
+        print("the stack is not running")
+        return 0
+    pid = state["pid"]
+    assert isinstance(pid, int)
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _pid_alive(pid):
+        print(f"the stack (pid {pid}) did not stop within {timeout:.0f}s", file=sys.stderr)
+        return 1
+    print("stopped")
+    return 0
+
+
+def status(settings: StackSettings) -> int:
+    state = _read_state(settings)
+    if state is None:
+        print("the stack is not running (start it with `make up` or `make run`)")
+        return 3
+    services = state.get("services")
+    print(f"the stack is running (supervisor pid {state['pid']}):")
+    if isinstance(services, dict):
+        for name, endpoint in services.items():
+            print(f"  {name:<11} {endpoint}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m compose", description=__doc__)
+    parser.add_argument("command", choices=("run", "up", "down", "status"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s stack %(message)s")
+    try:
+        settings = StackSettings.from_env()
+        commands = {"run": run, "up": up, "down": down, "status": status}
+        return commands[args.command](settings)
+    except (ConfigError, StartError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The edge: answers the sale pixel at once and publishes raw events to Kafka."""

@@ -1,0 +1,1 @@
+"""The projector: consumes raw events and writes the turnover tables into ClickHouse."""

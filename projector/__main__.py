@@ -1,0 +1,64 @@
+"""`python -m projector`: run the projector."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+import uvloop
+from aiohttp import web
+
+from projector.errors import ProjectorError
+from projector.http import create_app
+from projector.loop import Projector
+from projector.metrics import ProjectorMetrics
+from projector.settings import ProjectorSettings
+from schemas.environ import ConfigError
+
+logger = logging.getLogger("projector")
+
+
+async def serve(settings: ProjectorSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    projector = Projector(settings, ProjectorMetrics())
+    runner = web.AppRunner(create_app(projector), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.host, settings.port).start()
+    logger.info(
+        "projector %r, metrics on http://%s:%d/metrics", settings, settings.host, settings.port
+    )
+    try:
+        # The loop sees `stop` between batches: the batch in hand is flushed and committed.
+        await projector.run(stop)
+    finally:
+        await runner.cleanup()
+    logger.info("stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m projector", description="The projector.")
+    parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s projector %(levelname)s %(message)s"
+    )
+    try:
+        settings = ProjectorSettings.from_env()
+    except ConfigError as e:
+        print(f"configuration error: {e}", file=sys.stderr)
+        return 2
+    try:
+        uvloop.run(serve(settings))
+    except ProjectorError as e:
+        print(f"projector stopped: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

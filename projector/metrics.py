@@ -1,0 +1,53 @@
+"""The projector's Prometheus metrics, in a registry of its own."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class ProjectorMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.events = Counter(
+            "tracker_projector_events",
+            "Events consumed by topic",
+            ["topic"],
+            registry=self.registry,
+        )
+        self.rows = Counter(
+            "tracker_projector_rows_written",
+            "Rows written by table",
+            ["table"],
+            registry=self.registry,
+        )
+        self.dead_letters = Counter(
+            "tracker_projector_dead_letters",
+            "Undecodable messages sent to the dead-letter topic",
+            registry=self.registry,
+        )
+        self.rejects = Counter(
+            "tracker_projector_rejected_calls",
+            "Calls the edge rejected, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.retries = Counter(
+            "tracker_projector_write_retries", "ClickHouse writes retried", registry=self.registry
+        )
+        self.batch_size = Histogram(
+            "tracker_projector_batch_events",
+            "Events per batch",
+            buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000, 50000),
+            registry=self.registry,
+        )
+        self.batch_latency = Histogram(
+            "tracker_projector_checkpoint_seconds",
+            "Flush plus commit time per batch",
+            registry=self.registry,
+        )
+        self.lag = Gauge(
+            "tracker_projector_lag",
+            "Messages behind the high watermark",
+            ["topic", "partition"],
+            registry=self.registry,
+        )

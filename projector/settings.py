@@ -1,0 +1,60 @@
+"""The projector's settings: one frozen object built from the environment in one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from schemas.ddl import valid_database_name
+from schemas.environ import ConfigError, Environ, mask_url
+from schemas.topics import Topics
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectorSettings:
+    host: str
+    port: int
+    kafka_bootstrap: tuple[str, ...]
+    topics: Topics
+    kafka_partitions: int
+    kafka_replication: int
+    kafka_idempotence: bool
+    group_id: str
+    clickhouse_url: str = field(repr=False)
+    clickhouse_database: str
+    batch_max: int
+    flush_interval_ms: int
+
+    def __repr__(self) -> str:
+        # The URL may carry a password: show it masked, never in clear.
+        return (
+            f"ProjectorSettings(kafka={','.join(self.kafka_bootstrap)}, group={self.group_id}, "
+            f"clickhouse={mask_url(self.clickhouse_url)}, database={self.clickhouse_database})"
+        )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ProjectorSettings:
+        env = Environ(os.environ if environ is None else environ)
+        database = env.text("TRACKER_CLICKHOUSE_DATABASE", "tracker")
+        if not valid_database_name(database):
+            raise ConfigError(
+                "TRACKER_CLICKHOUSE_DATABASE must be letters, digits and _, "
+                f"not starting with a digit, got {database!r}"
+            )
+        return cls(
+            host=env.text("TRACKER_PROJECTOR_HOST", "127.0.0.1"),
+            port=env.port("TRACKER_PROJECTOR_PORT", 8081),
+            kafka_bootstrap=env.bootstrap("TRACKER_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+            topics=Topics(env.text("TRACKER_TOPIC_PREFIX", "tracker.")),
+            kafka_partitions=env.integer("TRACKER_KAFKA_PARTITIONS", 4, minimum=1),
+            kafka_replication=env.integer("TRACKER_KAFKA_REPLICATION", 1, minimum=1),
+            kafka_idempotence=env.flag("TRACKER_KAFKA_IDEMPOTENCE", True),
+            group_id=env.text("TRACKER_PROJECTOR_GROUP", "tracker-projector"),
+            clickhouse_url=env.http_url("TRACKER_CLICKHOUSE_URL", "http://127.0.0.1:8123"),
+            clickhouse_database=database,
+            batch_max=env.integer("TRACKER_PROJECTOR_BATCH_MAX", 5000, minimum=1),
+            flush_interval_ms=env.integer(
+                "TRACKER_PROJECTOR_FLUSH_INTERVAL_MS", 1000, minimum=10, maximum=60_000
+            ),
+        )

@@ -1,0 +1,102 @@
+"""Test session services: a real Kafka-protocol broker and a real ClickHouse.
+
+By default the session starts the embedded local stack (Tansu on a nanio S3 store, ClickHouse
+from chdb-core) on free ports in a temporary folder, so a running `make run` is never
+disturbed. Set TRACKER_KAFKA_BOOTSTRAP and/or TRACKER_CLICKHOUSE_URL to use real ones
+instead. A service that cannot be started fails the run: it is never skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from clickhouse_connect.driver.asyncclient import AsyncClient
+
+from compose.processes import free_port
+from compose.settings import StackSettings
+from compose.stack import Stack, infrastructure
+from ingest.settings import EdgeSettings
+from projector import clickhouse
+from projector.settings import ProjectorSettings
+
+
+@dataclass(frozen=True)
+class Services:
+    kafka_bootstrap: str
+    clickhouse_url: str
+    local_kafka: bool
+
+
+@pytest.fixture(scope="session")
+def stack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("stack")
+
+
+@pytest.fixture(scope="session")
+def services(stack_dir: Path) -> Iterator[Services]:
+    settings = StackSettings.from_env(
+        {
+            **{k: v for k, v in os.environ.items() if k.startswith("TRACKER_")},
+            "TRACKER_DATA_DIR": str(stack_dir),
+            "TRACKER_KAFKA_PORT": str(free_port()),
+            "TRACKER_CLICKHOUSE_PORT": str(free_port()),
+            "TRACKER_S3_PORT": str(free_port()),
+        }
+    )
+    stack = Stack(infrastructure(settings), stack_dir / "logs")
+    stack.start()
+    try:
+        yield Services(
+            kafka_bootstrap=settings.kafka_bootstrap,
+            clickhouse_url=settings.clickhouse_url,
+            local_kafka=settings.external_kafka is None,
+        )
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+def isolation() -> str:
+    """A fresh name per test: its own topics, consumer group and ClickHouse database."""
+    return "t" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def service_env(services: Services, isolation: str) -> dict[str, str]:
+    return {
+        "TRACKER_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
+        "TRACKER_KAFKA_IDEMPOTENCE": "false" if services.local_kafka else "true",
+        "TRACKER_CLICKHOUSE_URL": services.clickhouse_url,
+        "TRACKER_CLICKHOUSE_DATABASE": isolation,
+        "TRACKER_TOPIC_PREFIX": f"{isolation}.",
+        "TRACKER_PROJECTOR_GROUP": f"{isolation}-projector",
+        "TRACKER_EDGE_PORT": str(free_port()),
+        "TRACKER_PROJECTOR_PORT": str(free_port()),
+        "TRACKER_PROJECTOR_FLUSH_INTERVAL_MS": "200",
+        "TRACKER_KAFKA_LINGER_MS": "2",
+    }
+
+
+@pytest.fixture
+def edge_settings(service_env: dict[str, str]) -> EdgeSettings:
+    return EdgeSettings.from_env(service_env)
+
+
+@pytest.fixture
+def projector_settings(service_env: dict[str, str]) -> ProjectorSettings:
+    return ProjectorSettings.from_env(service_env)
+
+
+@pytest.fixture
+async def ch(services: Services, isolation: str) -> AsyncIterator[AsyncClient]:
+    client = await clickhouse.connect(services.clickhouse_url, isolation)
+    try:
+        yield client
+    finally:
+        await client.command(f"DROP DATABASE IF EXISTS {isolation}")
+        await client.close()

@@ -1,0 +1,99 @@
+"""Shared test tools: run the real edge and projector in-process, read topics and tables."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from clickhouse_connect.driver.asyncclient import AsyncClient
+
+from ingest.app import create_runner
+from ingest.settings import EdgeSettings
+from projector.loop import Projector
+from projector.metrics import ProjectorMetrics
+from projector.settings import ProjectorSettings
+
+T = TypeVar("T")
+
+
+@contextlib.asynccontextmanager
+async def running_edge(settings: EdgeSettings) -> AsyncIterator[str]:
+    """The real edge app on a real socket; yields its base URL. Exiting drains the queue."""
+    runner = create_runner(settings)
+    await runner.setup()
+    await web.TCPSite(runner, settings.host, settings.port).start()
+    try:
+        yield f"http://{settings.host}:{settings.port}"
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def running_projector(settings: ProjectorSettings) -> AsyncIterator[Projector]:
+    """The real projector loop as a task; exiting stops it the way SIGTERM does."""
+    projector = Projector(settings, ProjectorMetrics())
+    stop = asyncio.Event()
+    task = asyncio.create_task(projector.run(stop))
+    try:
+        yield projector
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]], accept: Callable[[T], bool], timeout: float = 30.0
+) -> T:
+    """Poll ``probe`` until ``accept`` holds; fail with the last value seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if accept(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
+        await asyncio.sleep(0.2)
+
+
+async def read_topic(
+    bootstrap: str, topic: str, count: int, timeout: float = 30.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Exactly ``count`` records of ``topic`` from the start, reading a little past to see extras."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        partitions = await eventually(
+            lambda: _partitions(consumer, topic), lambda p: bool(p), timeout
+        )
+        consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
+        await consumer.seek_to_beginning()
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        deadline = time.monotonic() + timeout
+        while len(records) < count and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for part in batch.values():
+                records.extend(part)
+        # One more fetch: anything beyond `count` means something was published twice.
+        batch = await consumer.getmany(timeout_ms=500)
+        for part in batch.values():
+            records.extend(part)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    await consumer.topics()  # refreshes the metadata
+    return consumer.partitions_for_topic(topic) or set()
+
+
+async def rows(ch: AsyncClient, sql: str) -> list[tuple[object, ...]]:
+    result = await ch.query(sql)
+    return [tuple(row) for row in result.result_rows]

@@ -1,0 +1,124 @@
+"""The edge against the real broker: every call answered with the GIF and published."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import aiohttp
+from yarl import URL
+
+from compose.processes import free_port
+from helpers import read_topic, running_edge
+from ingest.gif import PIXEL
+from ingest.settings import EdgeSettings
+from schemas.events import decode_sale
+
+
+async def get(
+    session: aiohttp.ClientSession, url: str, method: str = "GET"
+) -> aiohttp.ClientResponse:
+    async with session.request(method, URL(url, encoded=True)) as response:
+        await response.read()
+        return response
+
+
+def assert_pixel(response: aiohttp.ClientResponse, body: bytes | None = PIXEL) -> None:
+    assert response.status == 200
+    assert response.headers["Content-Type"] == "image/gif"
+    assert response.headers["Cache-Control"] == "no-store, no-cache, must-revalidate, private"
+    assert response.headers["Pragma"] == "no-cache"
+    assert "1970" in response.headers["Expires"]
+
+
+async def test_pixel_answers_the_gif_and_publishes_each_call(edge_settings: EdgeSettings) -> None:
+    async with running_edge(edge_settings) as base, aiohttp.ClientSession() as session:
+        for path in (
+            "/sales.php?universe=demo&amount=12,50&id=t1",
+            "/sales?universe=demo&amount=3.00&id=t2&customer=c1&currency=eur",
+        ):
+            async with session.get(URL(base + path, encoded=True)) as response:
+                assert_pixel(response)
+                assert await response.read() == PIXEL
+        head = await get(session, base + "/sales.php?universe=demo&amount=1&id=t3", "HEAD")
+        assert_pixel(head)
+        rejected = await get(session, base + "/sales.php?universe=demo&amount=12.345.6&id=t4")
+        assert_pixel(rejected)
+
+    records = await read_topic(edge_settings.kafka_bootstrap[0], edge_settings.topics.sales, 4)
+    calls = sorted((decode_sale(r.value) for r in records), key=lambda c: c.transaction_id)
+    assert [(c.transaction_id, c.status, c.amount, c.reason) for c in calls] == [
+        ("t1", "accepted", "12.50", ""),
+        ("t2", "accepted", "3.00", ""),
+        ("t3", "accepted", "1", ""),
+        ("t4", "rejected", "", "amount_malformed"),
+    ]
+    assert calls[1].customer_id == "c1"
+    assert calls[1].currency == "EUR"
+    # Every call of one transaction is keyed alike, so duplicates meet in one partition.
+    assert {r.key for r in records if decode_sale(r.value).transaction_id == "t1"} == {
+        b"demo\x1ft1"
+    }
+
+
+MALFORMED = [
+    "/sales.php",
+    "/sales.php?",
+    "/sales.php?universe=demo",
+    "/sales.php?amount=10",
+    "/sales.php?universe=demo&amount=%zz",
+    "/sales.php?universe=demo&amount=10&id=%ff%fe",
+    "/sales.php?universe=demo&amount=10&amount=20",
+    "/sales.php?universe=" + "u" * 30_000 + "&amount=1",
+    "/sales.php?universe=demo&amount=-1",
+    "/sales.php?universe=demo&amount=1e9",
+    "/sales.php?%00=%00&universe=%0d%0aSet-Cookie:x=y&amount=1",
+    "/sales.php?" + "&".join(f"k{i}=v" for i in range(500)),
+]
+
+
+async def test_malformed_calls_still_get_the_gif_and_are_published_as_rejected(
+    edge_settings: EdgeSettings,
+) -> None:
+    async with running_edge(edge_settings) as base, aiohttp.ClientSession() as session:
+        for path in MALFORMED:
+            response = await get(session, base + path)
+            assert_pixel(response)
+            assert "Set-Cookie" not in response.headers
+
+    records = await read_topic(
+        edge_settings.kafka_bootstrap[0], edge_settings.topics.sales, len(MALFORMED)
+    )
+    calls = [decode_sale(r.value) for r in records]
+    assert len(calls) == len(MALFORMED)
+    assert all(c.status == "rejected" and c.reason for c in calls)
+    assert {c.reason for c in calls} >= {
+        "universe_missing",
+        "amount_missing",
+        "amount_malformed",
+        "invalid_utf8",
+        "repeated_amount",
+        "universe_invalid",
+        "too_many_parameters",
+    }
+
+
+async def test_pixel_answers_at_once_while_the_broker_is_unreachable(
+    edge_settings: EdgeSettings,
+) -> None:
+    nowhere = dataclasses.replace(
+        edge_settings, kafka_bootstrap=(f"127.0.0.1:{free_port()}",), drain_timeout_s=1
+    )
+    timeout = aiohttp.ClientTimeout(total=5)
+    async with running_edge(nowhere) as base, aiohttp.ClientSession(timeout=timeout) as session:
+        responses = await asyncio.gather(
+            *(get(session, f"{base}/sales.php?universe=demo&amount=1&id=x{i}") for i in range(20))
+        )
+        for response in responses:
+            assert_pixel(response)
+        async with session.get(base + "/readyz") as ready:
+            assert ready.status == 503
+        async with session.get(base + "/metrics") as metrics:
+            text = await metrics.text()
+        assert 'tracker_edge_requests_total{endpoint="sales",outcome="accepted"} 20.0' in text
+        assert "tracker_edge_queue_depth 20.0" in text

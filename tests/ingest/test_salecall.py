@@ -1,0 +1,81 @@
+from urllib.parse import urlencode
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ingest.salecall import RAW_KEEP, sale_call
+from schemas.events import decode_sale, encode
+
+
+def call(query: str):  # type: ignore[no-untyped-def]
+    return sale_call(query, event_id="e1", received_at_ms=1_700_000_000_000)
+
+
+def test_valid_call_is_accepted_with_a_canonical_amount() -> None:
+    c = call("universe=shop_1&amount=12,50&id=T-42&customer=c9&currency=eur&click=abc.def")
+    assert c.status == "accepted"
+    assert c.reason == ""
+    assert (c.universe, c.amount, c.amount_raw) == ("shop_1", "12.50", "12,50")
+    assert (c.transaction_id, c.customer_id, c.currency, c.click_id) == (
+        "T-42",
+        "c9",
+        "EUR",
+        "abc.def",
+    )
+
+
+def test_id_is_optional() -> None:
+    c = call("universe=demo&amount=10")
+    assert c.status == "accepted"
+    assert c.transaction_id == ""
+
+
+def test_unknown_parameters_are_ignored() -> None:
+    assert call("universe=demo&amount=10&utm_source=mail&x=%zz").status == "accepted"
+
+
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [
+        ("", "universe_missing"),
+        ("amount=10", "universe_missing"),
+        ("universe=&amount=10", "universe_missing"),
+        ("universe=a%20b&amount=10", "universe_invalid"),
+        ("universe=" + "u" * 65 + "&amount=10", "universe_invalid"),
+        ("universe=demo", "amount_missing"),
+        ("universe=demo&amount=1+000", "amount_malformed"),
+        ("universe=demo&amount=10&id=a%20b", "id_invalid"),
+        ("universe=demo&amount=10&id=" + "i" * 129, "id_invalid"),
+        ("universe=demo&amount=10&customer=%0a", "customer_invalid"),
+        ("universe=demo&amount=10&currency=EURO", "currency_invalid"),
+        ("universe=demo&amount=10&click=" + "c" * 513, "click_invalid"),
+        ("universe=demo&amount=10&amount=11", "repeated_amount"),
+        ("universe=demo&universe=other&amount=10", "repeated_universe"),
+        ("universe=demo&amount=10&id=%ff", "invalid_utf8"),
+        ("&".join(f"p{i}=1" for i in range(100)), "too_many_parameters"),
+    ],
+)
+def test_each_problem_rejects_the_call_with_its_reason(query: str, reason: str) -> None:
+    c = call(query)
+    assert c.status == "rejected"
+    assert c.reason == reason
+    assert c.amount == ""
+
+
+def test_the_same_value_repeated_is_not_a_conflict() -> None:
+    assert call("universe=demo&amount=10&amount=10").status == "accepted"
+
+
+def test_rejected_call_keeps_bounded_raw_values_for_diagnosis() -> None:
+    c = call(urlencode({"universe": "demo", "amount": "x" * 10_000}))
+    assert c.reason == "amount_malformed"
+    assert c.amount_raw == "x" * RAW_KEEP
+
+
+@given(st.text(max_size=300))
+def test_any_query_string_maps_to_an_event_that_survives_the_wire(query: str) -> None:
+    c = call(query)
+    assert c.status in ("accepted", "rejected")
+    assert (c.status == "accepted") == (c.reason == "")
+    assert decode_sale(encode(c)) == c

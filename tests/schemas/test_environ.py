@@ -1,0 +1,59 @@
+import pytest
+
+from ingest.settings import EdgeSettings
+from projector.settings import ProjectorSettings
+from schemas.environ import ConfigError, mask_url
+
+
+def test_edge_defaults_need_no_environment() -> None:
+    settings = EdgeSettings.from_env({})
+    assert settings.port == 8080
+    assert settings.kafka_bootstrap == ("127.0.0.1:9092",)
+    assert settings.topics.sales == "tracker.sales"
+    assert settings.kafka_idempotence is True
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"TRACKER_EDGE_PORT": "http"}, "TRACKER_EDGE_PORT must be an integer, got 'http'"),
+        (
+            {"TRACKER_EDGE_PORT": "70000"},
+            "TRACKER_EDGE_PORT must be between 1 and 65535, got 70000",
+        ),
+        (
+            {"TRACKER_KAFKA_BOOTSTRAP": "localhost"},
+            "TRACKER_KAFKA_BOOTSTRAP entries must be host:port, got 'localhost'",
+        ),
+        (
+            {"TRACKER_KAFKA_IDEMPOTENCE": "maybe"},
+            "TRACKER_KAFKA_IDEMPOTENCE must be true or false, got 'maybe'",
+        ),
+        (
+            {"TRACKER_KAFKA_COMPRESSION": "brotli"},
+            "TRACKER_KAFKA_COMPRESSION must be one of none, gzip, lz4, zstd, snappy, got 'brotli'",
+        ),
+    ],
+)
+def test_edge_settings_errors_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        EdgeSettings.from_env(env)
+    assert str(error.value) == message
+
+
+def test_projector_refuses_a_non_http_clickhouse_url_without_showing_its_password() -> None:
+    with pytest.raises(ConfigError) as error:
+        ProjectorSettings.from_env({"TRACKER_CLICKHOUSE_URL": "tcp://u:secret@host:9000"})
+    assert "secret" not in str(error.value)
+    assert "TRACKER_CLICKHOUSE_URL must be an http(s)://host:port URL" in str(error.value)
+
+
+def test_projector_refuses_a_database_name_that_is_not_an_identifier() -> None:
+    with pytest.raises(ConfigError, match="TRACKER_CLICKHOUSE_DATABASE"):
+        ProjectorSettings.from_env({"TRACKER_CLICKHOUSE_DATABASE": "x; DROP TABLE y"})
+
+
+def test_projector_repr_masks_the_clickhouse_password() -> None:
+    settings = ProjectorSettings.from_env({"TRACKER_CLICKHOUSE_URL": "http://u:hunter2@ch:8123"})
+    assert "hunter2" not in repr(settings)
+    assert mask_url("http://u:hunter2@ch:8123") == "http://u:***@ch:8123"
