@@ -1,4 +1,4 @@
-"""`python -m projector`: run the projector."""
+"""`python -m projector [run]` runs the projector; `python -m projector rebuild` replays the log."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from projector.errors import ProjectorError
 from projector.http import create_app
 from projector.loop import Projector
 from projector.metrics import ProjectorMetrics
+from projector.rebuild import rebuild
 from projector.settings import ProjectorSettings
 from schemas.environ import ConfigError
 
@@ -30,9 +31,7 @@ async def serve(settings: ProjectorSettings) -> None:
     runner = web.AppRunner(create_app(projector), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.port).start()
-    logger.info(
-        "projector %r, metrics on http://%s:%d/metrics", settings, settings.host, settings.port
-    )
+    logger.info("%r, metrics on http://%s:%d/metrics", settings, settings.host, settings.port)
     try:
         # The loop sees `stop` between batches: the batch in hand is flushed and committed.
         await projector.run(stop)
@@ -42,10 +41,19 @@ async def serve(settings: ProjectorSettings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m projector", description="The projector.")
-    parser.parse_args(argv)
+    parser = argparse.ArgumentParser(prog="python -m projector", description=__doc__)
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("run", help="project the topics into ClickHouse (the default)")
+    rebuild_parser = commands.add_parser(
+        "rebuild", help="replay the whole log into fresh tables and swap them in at the end"
+    )
+    rebuild_parser.add_argument(
+        "--drop-previous", action="store_true",
+        help="drop the replaced tables 30 s after the swap (default: keep them)",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s projector %(levelname)s %(message)s"
+        level=logging.INFO, format="%(asctime)s projector %(levelname)s %(name)s %(message)s"
     )
     try:
         settings = ProjectorSettings.from_env()
@@ -53,7 +61,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error: {e}", file=sys.stderr)
         return 2
     try:
-        uvloop.run(serve(settings))
+        if args.command == "rebuild":
+            asyncio.run(
+                rebuild(
+                    settings,
+                    drop_previous=args.drop_previous,
+                    write=lambda line: print(line, file=sys.stderr, flush=True),
+                )
+            )
+        else:
+            uvloop.run(serve(settings))
     except ProjectorError as e:
         print(f"projector stopped: {e}", file=sys.stderr)
         return 1

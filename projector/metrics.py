@@ -31,6 +31,12 @@ class ProjectorMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.duplicates = Counter(
+            "tracker_projector_duplicate_calls",
+            "Calls not counted again, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
         self.retries = Counter(
             "tracker_projector_write_retries", "ClickHouse writes retried", registry=self.registry
         )

@@ -1,4 +1,4 @@
-"""Pure mapping from decoded events to the rows of each ClickHouse table."""
+"""Pure mapping from decided events to the rows of the ledger tables."""
 
 from __future__ import annotations
 
@@ -6,70 +6,54 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Final
 
-from schemas.events import SaleCall
+from projector.attribution import Attribution
+from projector.dedupe import Decision
+from schemas.events import Click, SaleCall
 
 SALES_CALLS_COLUMNS: Final = (
-    "event_id",
-    "universe",
-    "transaction_id",
-    "amount_raw",
-    "amount",
-    "currency",
-    "customer_id",
-    "click_id",
-    "source",
-    "status",
-    "reason",
-    "received_at",
-    "kafka_partition",
-    "kafka_offset",
-)
-SALES_COLUMNS: Final = (
-    "universe",
-    "transaction_id",
-    "event_id",
-    "amount",
-    "currency",
-    "customer_id",
-    "sold_at",
-)
+    "universe", "transaction_id", "event_id", "source", "status", "reason", "amount_raw",
+    "amount", "currency", "customer_id", "campaign_id", "link_id", "product", "clicked_at",
+    "received_at", "kafka_topic", "kafka_partition", "kafka_offset",
+)  # fmt: skip
+CLICKS_COLUMNS: Final = (
+    "universe", "customer_id", "campaign_id", "link_id", "product", "clicked_at", "event_id",
+    "kafka_topic", "kafka_partition", "kafka_offset",
+)  # fmt: skip
+DEAD_LETTERS_COLUMNS: Final = (
+    "kafka_topic", "kafka_partition", "kafka_offset", "reason", "payload",
+)  # fmt: skip
 
 Row = tuple[object, ...]
+ZERO: Final = Decimal(0)
 
 
-def _timestamp(ms: int) -> datetime:
+def timestamp(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
-def sales_call_row(call: SaleCall, partition: int, offset: int) -> Row:
+def sales_call_row(
+    call: SaleCall,
+    decision: Decision,
+    attribution: Attribution | None,
+    position: tuple[str, int, int],
+) -> Row:
+    """The ledger row of one call; only counted calls carry an attribution."""
+    a = attribution or Attribution(customer_id=call.customer_id or call.click_customer_id)
     return (
-        call.event_id,
-        call.universe,
-        call.transaction_id,
-        call.amount_raw,
-        Decimal(call.amount) if call.amount else None,
-        call.currency,
-        call.customer_id,
-        call.click_id,
-        call.source,
-        call.status,
-        call.reason,
-        _timestamp(call.received_at_ms),
-        partition,
-        offset,
-    )
+        call.universe, call.transaction_id, call.event_id, call.source, decision.status,
+        decision.reason, call.amount_raw, Decimal(call.amount) if call.amount else ZERO,
+        call.currency, a.customer_id, a.campaign_id, a.link_id, a.product,
+        timestamp(a.clicked_at_ms) if a.clicked_at_ms else None,
+        timestamp(call.received_at_ms), *position,
+    )  # fmt: skip
 
 
-def sale_row(call: SaleCall) -> Row | None:
-    """The counted-sale row of an accepted call; None for a rejected one."""
-    if call.status != "accepted":
-        return None
+def click_row(click: Click, position: tuple[str, int, int]) -> Row:
     return (
-        call.universe,
-        call.transaction_id,
-        call.event_id,
-        Decimal(call.amount),
-        call.currency,
-        call.customer_id,
-        _timestamp(call.received_at_ms),
-    )
+        click.universe, click.customer_id, click.campaign_id, click.link_id, click.product,
+        timestamp(click.clicked_at_ms), click.event_id, *position,
+    )  # fmt: skip
+
+
+def dead_letter_row(position: tuple[str, int, int], reason: str, payload: bytes | None) -> Row:
+    return (*position, reason, (payload or b"").decode("utf-8", errors="replace"))

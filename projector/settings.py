@@ -25,6 +25,11 @@ class ProjectorSettings:
     clickhouse_database: str
     batch_max: int
     flush_interval_ms: int
+    attribution_window_ms: int
+    dedupe_cache_size: int
+    # Test hook: kill this process with SIGKILL at a checkpoint stage (see README).
+    fault: str = ""
+    fault_after_batches: int = 1
 
     def __repr__(self) -> str:
         # The URL may carry a password: show it masked, never in clear.
@@ -57,4 +62,15 @@ class ProjectorSettings:
             flush_interval_ms=env.integer(
                 "TRACKER_PROJECTOR_FLUSH_INTERVAL_MS", 1000, minimum=10, maximum=60_000
             ),
+            attribution_window_ms=env.integer(
+                "TRACKER_ATTRIBUTION_WINDOW_DAYS", 30, minimum=1, maximum=3650
+            )
+            * 86_400_000,
+            dedupe_cache_size=env.integer("TRACKER_PROJECTOR_DEDUPE_CACHE", 200_000),
+            fault=env.choice(
+                "TRACKER_PROJECTOR_FAULT",
+                "none",
+                ("none", "before-write", "after-write", "after-commit"),
+            ).replace("none", ""),
+            fault_after_batches=env.integer("TRACKER_PROJECTOR_FAULT_AFTER_BATCHES", 1, minimum=1),
         )

@@ -1,53 +1,64 @@
-"""The ClickHouse sink: rows are added per table during a batch, written by ``flush``.
+"""The ClickHouse sink: ledger rows are added during a batch and written by ``flush``.
 
-Nothing reaches ClickHouse before ``flush`` and the loop commits offsets only after it
-returned: a crash anywhere before the commit makes the batch be read and written again, and
-the insert deduplication token (derived from the batch's offsets) makes that write a no-op.
+One insert per ledger table per batch, in dependency order: dead letters, clicks (a sale of
+this batch may be attributed to a click of this batch), then calls. Each insert is atomic
+and carries its Kafka positions, so whatever a crash interrupts is either in ClickHouse with
+its positions or not at all.
 """
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-from clickhouse_connect.driver.asyncclient import AsyncClient
-
-from projector.clickhouse import dedup_token, insert
 from projector.metrics import ProjectorMetrics
-from projector.rows import SALES_CALLS_COLUMNS, SALES_COLUMNS, Row, sale_row, sales_call_row
-from schemas.events import SaleCall
+from projector.rows import CLICKS_COLUMNS, DEAD_LETTERS_COLUMNS, SALES_CALLS_COLUMNS, Row
+from projector.store import Store, dedup_token
 
-logger = logging.getLogger(__name__)
+
+@dataclass
+class _Table:
+    name: str
+    columns: Sequence[str]
+    rows: list[Row] = field(default_factory=list)
+    # topic[partition] -> (first, last) offset of the rows added
+    spans: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def add(self, row: Row, topic: str, partition: int, offset: int) -> None:
+        self.rows.append(row)
+        where = f"{topic}[{partition}]"
+        first, _ = self.spans.get(where, (offset, offset))
+        self.spans[where] = (min(first, offset), offset)
+
+    def extent(self) -> str:
+        return ",".join(f"{k}@{a}-{b}" for k, (a, b) in sorted(self.spans.items()))
 
 
 class ClickHouseSink:
-    def __init__(self, client: AsyncClient, database: str, metrics: ProjectorMetrics) -> None:
-        self._client = client
-        self._database = database
+    def __init__(self, store: Store, metrics: ProjectorMetrics) -> None:
+        self._store = store
         self._metrics = metrics
-        self._calls: list[Row] = []
-        self._sales: list[Row] = []
+        self._generation = 0
+        self._tables: list[_Table] = []
+        self.clear(0)
 
-    def add_sale_call(self, call: SaleCall, partition: int, offset: int) -> None:
-        self._calls.append(sales_call_row(call, partition, offset))
-        sale = sale_row(call)
-        if sale is not None:
-            self._sales.append(sale)
+    def clear(self, generation: int) -> None:
+        self._generation = generation
+        self.dead_letters = _Table(f"dead_letters_g{generation}", DEAD_LETTERS_COLUMNS)
+        self.clicks = _Table(f"clicks_g{generation}", CLICKS_COLUMNS)
+        self.calls = _Table(f"sales_calls_g{generation}", SALES_CALLS_COLUMNS)
+        self._tables = [self.dead_letters, self.clicks, self.calls]
 
-    async def flush(self, extent: str) -> None:
-        """Write everything added; safe to call again with the same extent after a failure."""
-        for table, columns, rows in (
-            ("sales_calls", SALES_CALLS_COLUMNS, self._calls),
-            ("sales", SALES_COLUMNS, self._sales),
-        ):
-            if rows:
-                await insert(
-                    self._client,
-                    database=self._database,
-                    table=table,
-                    columns=columns,
-                    rows=rows,
-                    token=dedup_token(table, extent),
-                )
-                self._metrics.rows.labels(table).inc(len(rows))
-        self._calls = []
-        self._sales = []
+    def __len__(self) -> int:
+        return sum(len(t.rows) for t in self._tables)
+
+    async def flush(self) -> None:
+        """Write everything added; calling it again after a failure writes nothing twice."""
+        for table in self._tables:
+            if table.rows:
+                token = dedup_token(table.name, table.extent())
+                await self._store.insert(table.name, table.columns, table.rows, token)
+                self._metrics.rows.labels(table.name.rsplit("_g", 1)[0]).inc(len(table.rows))
+                # Written: a retry of this flush must not send it again under another token.
+                table.rows = []
+        self.clear(self._generation)

@@ -2,20 +2,25 @@
 
 One definition shared by both services. Events travel as orjson-encoded JSON objects; every
 object carries ``v`` (the schema version) so that a consumer can refuse what it does not know
-instead of misreading it. Amounts travel as canonical decimal strings, never floats.
+instead of misreading it. Amounts travel as canonical decimal strings, never floats; times
+as integer milliseconds since the epoch (UTC).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any, Final, Literal
+from dataclasses import MISSING, dataclass, fields
+from typing import Any, Final, Literal, TypeVar
 
 import orjson
 
 SALE_SCHEMA_VERSION: Final = 1
+CLICK_SCHEMA_VERSION: Final = 1
 
 SaleSource = Literal["pixel", "api"]
 SaleStatus = Literal["accepted", "rejected"]
+
+# Separates the parts of a Kafka key; cannot occur in a valid universe or id.
+KEY_SEPARATOR: Final = "\x1f"
 
 
 class EventDecodeError(ValueError):
@@ -28,6 +33,9 @@ class SaleCall:
 
     ``amount`` is the canonical decimal (``"12.50"``) when accepted and ``""`` when rejected;
     ``amount_raw`` is what the caller sent, kept so that ops can see why a call was refused.
+    The ``campaign_id`` ... ``clicked_at_ms`` fields are the click context the edge verified
+    (signed cookie or click id); they are empty (``clicked_at_ms`` 0) when the call carried
+    none, and then the projector looks for the customer's last click itself.
     """
 
     event_id: str
@@ -42,6 +50,11 @@ class SaleCall:
     currency: str
     customer_id: str
     click_id: str
+    campaign_id: str = ""
+    link_id: str = ""
+    product: str = ""
+    click_customer_id: str = ""
+    clicked_at_ms: int = 0
     v: int = SALE_SCHEMA_VERSION
 
     def kafka_key(self) -> bytes:
@@ -50,19 +63,35 @@ class SaleCall:
         Duplicates must meet in one partition for the projector to decide "first call wins"
         without coordination; a call without a transaction id is unique by its event id.
         """
-        return f"{self.universe}\x1f{self.transaction_id or self.event_id}".encode()
+        return f"{self.universe}{KEY_SEPARATOR}{self.transaction_id or self.event_id}".encode()
 
 
-_SALE_FIELDS: Final = {f.name: f.type for f in fields(SaleCall)}
-_STR_FIELDS: Final = tuple(name for name, kind in _SALE_FIELDS.items() if kind == "str")
+@dataclass(frozen=True, slots=True)
+class Click:
+    """A followed tracked link: who clicked which link of which campaign, and when."""
+
+    event_id: str
+    clicked_at_ms: int
+    universe: str
+    customer_id: str
+    campaign_id: str
+    link_id: str
+    product: str
+    v: int = CLICK_SCHEMA_VERSION
+
+    def kafka_key(self) -> bytes:
+        """One customer's clicks stay in order in one partition."""
+        return f"{self.universe}{KEY_SEPARATOR}{self.customer_id}".encode()
 
 
-def encode(event: SaleCall) -> bytes:
+def encode(event: SaleCall | Click) -> bytes:
     return orjson.dumps(event)
 
 
-def decode_sale(payload: bytes | None) -> SaleCall:
-    """Decode and validate one sale call; raise :class:`EventDecodeError` with the reason."""
+E = TypeVar("E", SaleCall, Click)
+
+
+def _decode(payload: bytes | None, cls: type[E], version: int) -> dict[str, Any]:
     if payload is None:
         raise EventDecodeError("empty message")
     try:
@@ -71,19 +100,36 @@ def decode_sale(payload: bytes | None) -> SaleCall:
         raise EventDecodeError(f"not JSON: {e}") from e
     if not isinstance(data, dict):
         raise EventDecodeError("not a JSON object")
-    version = data.get("v")
-    if version != SALE_SCHEMA_VERSION:
-        raise EventDecodeError(f"unsupported sale schema version {version!r}")
-    missing = _SALE_FIELDS.keys() - data.keys()
+    if data.get("v") != version:
+        raise EventDecodeError(f"unsupported {cls.__name__} schema version {data.get('v')!r}")
+    declared = {f.name: f.type for f in fields(cls)}
+    missing = [f.name for f in fields(cls) if f.name not in data and f.default is MISSING]
     if missing:
         raise EventDecodeError(f"missing fields: {', '.join(sorted(missing))}")
-    for name in _STR_FIELDS:
-        if not isinstance(data[name], str):
+    values: dict[str, Any] = {}
+    for name, kind in declared.items():
+        if name not in data:
+            continue
+        value = data[name]
+        if kind == "int":
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise EventDecodeError(f"field {name} must be a non-negative integer")
+        elif not isinstance(value, str):
             raise EventDecodeError(f"field {name} must be a string")
-    if not isinstance(data["received_at_ms"], int) or isinstance(data["received_at_ms"], bool):
-        raise EventDecodeError("field received_at_ms must be an integer")
-    if data["source"] not in ("pixel", "api"):
-        raise EventDecodeError(f"unknown source {data['source']!r}")
-    if data["status"] not in ("accepted", "rejected"):
-        raise EventDecodeError(f"unknown status {data['status']!r}")
-    return SaleCall(**{name: data[name] for name in _SALE_FIELDS})
+        values[name] = value
+    return values
+
+
+def decode_sale(payload: bytes | None) -> SaleCall:
+    """Decode and validate one sale call; raise :class:`EventDecodeError` with the reason."""
+    values = _decode(payload, SaleCall, SALE_SCHEMA_VERSION)
+    if values["source"] not in ("pixel", "api"):
+        raise EventDecodeError(f"unknown source {values['source']!r}")
+    if values["status"] not in ("accepted", "rejected"):
+        raise EventDecodeError(f"unknown status {values['status']!r}")
+    return SaleCall(**values)
+
+
+def decode_click(payload: bytes | None) -> Click:
+    """Decode and validate one click; raise :class:`EventDecodeError` with the reason."""
+    return Click(**_decode(payload, Click, CLICK_SCHEMA_VERSION))

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import clickhouse_connect
 import pytest
 from clickhouse_connect.driver.asyncclient import AsyncClient
 
@@ -21,7 +22,6 @@ from compose.processes import free_port
 from compose.settings import StackSettings
 from compose.stack import Stack, infrastructure
 from ingest.settings import EdgeSettings
-from projector import clickhouse
 from projector.settings import ProjectorSettings
 
 
@@ -94,7 +94,7 @@ def projector_settings(service_env: dict[str, str]) -> ProjectorSettings:
 
 @pytest.fixture
 async def ch(services: Services, isolation: str) -> AsyncIterator[AsyncClient]:
-    client = await clickhouse.connect(services.clickhouse_url, isolation)
+    client = await clickhouse_connect.get_async_client(dsn=services.clickhouse_url)
     try:
         yield client
     finally:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from clickhouse_connect.driver.asyncclient import AsyncClient
 
 from ingest.app import create_runner
@@ -17,6 +17,8 @@ from ingest.settings import EdgeSettings
 from projector.loop import Projector
 from projector.metrics import ProjectorMetrics
 from projector.settings import ProjectorSettings
+from schemas.events import Click, SaleCall, encode
+from schemas.topics import ensure_topics
 
 T = TypeVar("T")
 
@@ -97,3 +99,68 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
 async def rows(ch: AsyncClient, sql: str) -> list[tuple[object, ...]]:
     result = await ch.query(sql)
     return [tuple(row) for row in result.result_rows]
+
+
+async def produce(
+    settings: ProjectorSettings, events: Sequence[SaleCall | Click | tuple[bytes, bytes]]
+) -> None:
+    """Publish events (or raw key/value pairs, to the sales topic) in order, acknowledged."""
+    await ensure_topics(
+        settings.kafka_bootstrap, settings.topics,
+        partitions=settings.kafka_partitions, replication=settings.kafka_replication,
+    )  # fmt: skip
+    producer = AIOKafkaProducer(
+        bootstrap_servers=list(settings.kafka_bootstrap), acks="all", linger_ms=5
+    )
+    await producer.start()
+    try:
+        futures = []
+        for event in events:
+            if isinstance(event, tuple):
+                topic, (key, value) = settings.topics.sales, event
+            else:
+                topic = (
+                    settings.topics.clicks if isinstance(event, Click) else settings.topics.sales
+                )
+                key, value = event.kafka_key(), encode(event)
+            futures.append(await producer.send(topic, value, key=key))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def settled(ch: AsyncClient, db: str, events: int, timeout: float = 60.0) -> None:
+    """Wait until ``events`` events have their ledger row (calls, clicks or dead letters) and
+    every view target has caught up with the ledger.
+
+    ClickHouse commits an insert's ledger part before it pushes the block to the
+    materialized views, so for a few milliseconds the ledger can be ahead of the rollups.
+    """
+    sql = f"""
+        SELECT
+            (SELECT count() FROM {db}.sales_calls) + (SELECT count() FROM {db}.clicks)
+              + (SELECT count() FROM {db}.dead_letters),
+            (SELECT countIf(status = 'counted') FROM {db}.sales_calls),
+            (SELECT countIf(status = 'counted' AND customer_id != '') FROM {db}.sales_calls),
+            (SELECT count() FROM {db}.sales),
+            (SELECT sum(purchases) FROM {db}.campaign_turnover),
+            (SELECT sum(purchases) FROM {db}.link_turnover),
+            (SELECT sum(purchases) FROM {db}.campaign_turnover_daily),
+            (SELECT sum(purchases) FROM {db}.customer_turnover)
+    """
+
+    async def state() -> tuple[int, ...]:
+        try:
+            return tuple(int(v) for v in (await ch.query(sql)).result_rows[0])
+        except Exception:  # the projector may not have created the schema yet
+            return (-1,)
+
+    def done(s: tuple[int, ...]) -> bool:
+        if len(s) < 8 or s[0] < events:
+            return False
+        _, counted, with_customer, sales, campaign, link, daily, customer = s
+        return counted == sales == campaign == link == daily and customer == with_customer
+
+    await eventually(state, done, timeout)
+    if (n := (await state())[0]) != events:
+        raise AssertionError(f"expected {events} ledger rows, found {n}")

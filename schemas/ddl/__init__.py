@@ -1,4 +1,9 @@
-"""The ClickHouse schema as ordered, idempotent SQL files under ``schemas/ddl/``."""
+"""The ClickHouse schema as SQL files: ``meta.sql`` once per database, ``tables.sql`` once per
+generation, ``views.sql`` (the public surface) pointed at the live generation.
+
+Statements are templated with ``{database}`` and ``{generation}`` only; every other brace
+(the parameterized view's ``{universe:String}``) is left as it is.
+"""
 
 from __future__ import annotations
 
@@ -12,25 +17,37 @@ def valid_database_name(name: str) -> bool:
     return bool(_IDENTIFIER.match(name))
 
 
-def statements(database: str) -> list[str]:
-    """Every DDL statement, in file order, for ``database`` (created first)."""
+def _load(name: str, database: str, generation: int) -> list[str]:
     if not valid_database_name(database):
         raise ValueError(f"invalid ClickHouse database name {database!r}")
-    result = [f"CREATE DATABASE IF NOT EXISTS {database}"]
-    files = sorted(
-        (
-            entry
-            for entry in resources.files("schemas.ddl").iterdir()
-            if entry.name.endswith(".sql")
-        ),
-        key=lambda entry: entry.name,
-    )
-    for entry in files:
-        text = entry.read_text(encoding="utf-8")
-        for statement in text.split(";"):
-            sql = "\n".join(
-                line for line in statement.splitlines() if not line.lstrip().startswith("--")
-            ).strip()
-            if sql:
-                result.append(sql.replace("{database}", database))
+    text = resources.files("schemas.ddl").joinpath(name).read_text(encoding="utf-8")
+    # Comments go first: they may contain semicolons.
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+    result = []
+    for statement in code.split(";"):
+        sql = statement.strip()
+        if sql:
+            result.append(
+                sql.replace("{database}", database).replace("{generation}", str(generation))
+            )
     return result
+
+
+def meta_statements(database: str) -> list[str]:
+    return [f"CREATE DATABASE IF NOT EXISTS {database}", *_load("meta.sql", database, 0)]
+
+
+def table_statements(database: str, generation: int) -> list[str]:
+    return _load("tables.sql", database, generation)
+
+
+def view_statements(database: str, generation: int) -> list[str]:
+    return _load("views.sql", database, generation)
+
+
+def table_names(database: str, generation: int) -> list[str]:
+    """Every table and materialized view of one generation, for dropping an old one."""
+    pattern = re.compile(rf"CREATE (?:MATERIALIZED VIEW|TABLE) IF NOT EXISTS ({database}\.\S+)")
+    return [
+        m.group(1) for sql in table_statements(database, generation) if (m := pattern.search(sql))
+    ]

@@ -1,143 +1,346 @@
-"""The projector against the real broker and ClickHouse."""
+"""The projector against the real broker and ClickHouse, with exact expected numbers."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from datetime import date
 from decimal import Decimal
 
-from aiokafka import AIOKafkaProducer
 from clickhouse_connect.driver.asyncclient import AsyncClient
 
-from helpers import eventually, read_topic, rows, running_projector
-from projector import clickhouse
+from helpers import eventually, produce, read_topic, rows, running_projector, settled
 from projector.loop import Projector
 from projector.metrics import ProjectorMetrics
+from projector.rebuild import rebuild
 from projector.settings import ProjectorSettings
-from schemas.events import SaleCall, encode
-from schemas.topics import ensure_topics
+from scenario import DAY_MS, T0, actual, as_dict, click, generate, oracle, sale
+from schemas.events import Click, SaleCall, encode
 
 
-def call(event_id: str, transaction_id: str, amount_raw: str, **changes: str) -> SaleCall:
-    accepted = changes.get("status", "accepted") == "accepted"
-    fields: dict[str, object] = {
-        "event_id": event_id,
-        "received_at_ms": 1_767_225_600_000,
-        "source": "pixel",
-        "status": "accepted",
-        "reason": "",
-        "universe": "demo",
-        "transaction_id": transaction_id,
-        "amount": amount_raw.replace(",", ".") if accepted else "",
-        "amount_raw": amount_raw,
-        "currency": "",
-        "customer_id": "",
-        "click_id": "",
-    }
-    fields.update(changes)
-    return SaleCall(**fields)  # type: ignore[arg-type]
-
-
-async def produce(settings: ProjectorSettings, payloads: list[tuple[bytes, bytes]]) -> None:
-    await ensure_topics(settings.kafka_bootstrap, settings.topics, partitions=4, replication=1)
-    producer = AIOKafkaProducer(bootstrap_servers=list(settings.kafka_bootstrap), acks="all")
-    await producer.start()
-    try:
-        for key, value in payloads:
-            await producer.send_and_wait(settings.topics.sales, value, key=key)
-    finally:
-        await producer.stop()
-
-
-async def project_until_caught_up(settings: ProjectorSettings) -> Projector:
-    projector = Projector(settings, ProjectorMetrics())
-    await asyncio.wait_for(projector.run(asyncio.Event(), burst=True), timeout=60)
+async def replay(settings: ProjectorSettings) -> Projector:
+    """Replay the whole log into the live tables without a consumer group, to the end."""
+    projector = Projector(settings, ProjectorMetrics(), generation=1)
+    await asyncio.wait_for(projector.run(asyncio.Event(), burst=True), timeout=120)
     return projector
 
 
-async def test_accepted_calls_become_sales_and_every_call_is_logged(
+@contextlib.asynccontextmanager
+async def live(settings: ProjectorSettings, ch: AsyncClient) -> AsyncIterator[Feeder]:
+    """One running projector (one group join) for the whole test."""
+    async with running_projector(settings) as projector:
+        yield Feeder(settings, ch, projector)
+
+
+class Feeder:
+    def __init__(self, settings: ProjectorSettings, ch: AsyncClient, projector: Projector) -> None:
+        self.settings = settings
+        self.ch = ch
+        self.projector = projector
+        self.sent = 0
+
+    async def send(self, events: Sequence[SaleCall | Click | tuple[bytes, bytes]]) -> None:
+        """Publish, then wait until every event published so far has its ledger row."""
+        await produce(self.settings, events)
+        self.sent += len(events)
+        await settled(self.ch, self.settings.clickhouse_database, self.sent)
+
+    async def feed(self, clicks: list[Click], calls: list[SaleCall]) -> None:
+        """Clicks first, then the calls: as in life, a click precedes its sale."""
+        await self.send(list(clicks))
+        await self.send(list(calls))
+
+
+async def feed(
+    settings: ProjectorSettings, ch: AsyncClient, clicks: list[Click], calls: list[SaleCall]
+) -> None:
+    async with live(settings, ch) as feeder:
+        await feeder.feed(clicks, calls)
+
+
+async def test_refreshes_and_pixel_plus_api_duplicates_count_once(
     projector_settings: ProjectorSettings, ch: AsyncClient
 ) -> None:
-    events = [
-        call("e1", "t1", "12,50", customer_id="c1", currency="EUR"),
-        call("e2", "t2", "10000.00"),
-        call("e3", "t3", "abc", status="rejected", reason="amount_malformed"),
+    calls = [
+        sale("e1", "t1", amount="100.00"),
+        sale("e2", "t1", amount="100.00"),  # refreshed confirmation page
+        sale("e3", "t1", amount="100.00", source="api"),  # the same sale from the back end
+        sale("e4", "t2", amount="5"),
     ]
-    await produce(projector_settings, [(e.kafka_key(), encode(e)) for e in events])
-    await project_until_caught_up(projector_settings)
+    async with live(projector_settings, ch) as feeder:
+        await feeder.feed([], calls)
+        await feeder.send([sale("e5", "t1", amount="100.00")])  # a day later
 
     db = projector_settings.clickhouse_database
     assert await rows(
-        ch,
-        f"SELECT transaction_id, amount, customer_id, currency FROM {db}.sales ORDER BY transaction_id",
+        ch, f"SELECT transaction_id, amount, event_id FROM {db}.sales ORDER BY transaction_id"
     ) == [
-        ("t1", Decimal("12.5"), "c1", "EUR"),
-        ("t2", Decimal("10000"), "", ""),
+        ("t1", Decimal("100"), "e1"),
+        ("t2", Decimal("5"), "e4"),
+    ]
+    assert await rows(
+        ch, f"SELECT event_id, status, reason FROM {db}.sales_calls ORDER BY event_id"
+    ) == [
+        ("e1", "counted", ""),
+        ("e2", "duplicate", "transaction_already_counted"),
+        ("e3", "duplicate", "transaction_already_counted"),
+        ("e4", "counted", ""),
+        ("e5", "duplicate", "transaction_already_counted"),
+    ]
+    assert await rows(ch, f"SELECT * FROM {db}.campaign_turnover") == [
+        ("demo", "", 2, Decimal("105"))
+    ]
+
+
+async def test_comma_and_dot_amounts_add_up_exactly(
+    projector_settings: ProjectorSettings, ch: AsyncClient
+) -> None:
+    calls = [
+        sale("e1", "t1", amount="12.50", amount_raw="12,50"),
+        sale("e2", "t2", amount="0.10", amount_raw="0.10"),
+        sale("e3", "t3", amount="0.2", amount_raw="0,2"),
+        sale("e4", "t4", amount="999999999.9999", amount_raw="999999999,9999"),
+    ]
+    await feed(projector_settings, ch, [], calls)
+    db = projector_settings.clickhouse_database
+    assert await rows(ch, f"SELECT purchases, turnover FROM {db}.campaign_turnover") == [
+        (4, Decimal("1000000012.7999"))
+    ]
+    assert await rows(ch, f"SELECT amount_raw FROM {db}.sales_calls ORDER BY event_id") == [
+        ("12,50",), ("0.10",), ("0,2",), ("999999999,9999",)
+    ]  # fmt: skip
+
+
+async def test_last_click_wins_across_two_campaigns(
+    projector_settings: ProjectorSettings, ch: AsyncClient
+) -> None:
+    clicks = [
+        click("c1", "alice", "spring", "spring-hero", at=T0),
+        click("c2", "alice", "summer", "summer-footer", at=T0 + DAY_MS),
+        click("c3", "bob", "spring", "spring-hero", at=T0),
+    ]
+    calls = [
+        sale("e1", "t1", customer_id="alice", amount="30", at=T0 + 2 * DAY_MS),
+        sale("e2", "t2", customer_id="alice", amount="20", at=T0 + DAY_MS // 2),
+        sale("e3", "t3", customer_id="bob", amount="7", at=T0 + DAY_MS),
+        # the cookie's click wins over stored ones: it is this browser's last click
+        sale(
+            "e4",
+            "t4",
+            amount="1",
+            at=T0 + 2 * DAY_MS,
+            context=("bob", "autumn", "a-1", T0 + DAY_MS),
+        ),
+    ]
+    await feed(projector_settings, ch, clicks, calls)
+    db = projector_settings.clickhouse_database
+    assert await rows(
+        ch,
+        f"SELECT transaction_id, customer_id, campaign_id, link_id FROM {db}.sales ORDER BY transaction_id",
+    ) == [
+        ("t1", "alice", "summer", "summer-footer"),
+        ("t2", "alice", "spring", "spring-hero"),
+        ("t3", "bob", "spring", "spring-hero"),
+        ("t4", "bob", "autumn", "a-1"),
     ]
     assert await rows(
         ch,
-        f"SELECT transaction_id, amount_raw, status, reason FROM {db}.sales_calls ORDER BY transaction_id",
+        f"SELECT campaign_id, purchases, turnover FROM {db}.campaign_turnover ORDER BY campaign_id",
     ) == [
-        ("t1", "12,50", "accepted", ""),
-        ("t2", "10000.00", "accepted", ""),
-        ("t3", "abc", "rejected", "amount_malformed"),
+        ("autumn", 1, Decimal(1)),
+        ("spring", 2, Decimal(27)),
+        ("summer", 1, Decimal(30)),
+    ]
+    assert await rows(
+        ch,
+        f"SELECT customer_id, purchases, turnover FROM {db}.customer_turnover ORDER BY customer_id",
+    ) == [
+        ("alice", 2, Decimal(50)),
+        ("bob", 2, Decimal(8)),
+    ]
+
+
+async def test_clicks_after_the_sale_and_outside_the_window_are_ignored(
+    projector_settings: ProjectorSettings, ch: AsyncClient
+) -> None:
+    clicks = [
+        click("c1", "alice", "old", "o-1", at=T0),
+        click("c2", "alice", "later", "l-1", at=T0 + 40 * DAY_MS),
+    ]
+    calls = [
+        sale("e1", "t1", customer_id="alice", amount="10", at=T0 + 31 * DAY_MS),
+        sale("e2", "t2", customer_id="alice", amount="5", at=T0 + 30 * DAY_MS),  # window edge: in
+    ]
+    await feed(projector_settings, ch, clicks, calls)
+    db = projector_settings.clickhouse_database
+    assert await rows(
+        ch, f"SELECT transaction_id, campaign_id FROM {db}.sales ORDER BY transaction_id"
+    ) == [
+        ("t1", ""),
+        ("t2", "old"),
+    ]
+    assert await rows(
+        ch, f"SELECT customer_id, purchases, turnover FROM {db}.customer_turnover"
+    ) == [("alice", 2, Decimal(15))]
+
+
+async def test_universes_never_mix(projector_settings: ProjectorSettings, ch: AsyncClient) -> None:
+    clicks = [click("c1", "alice", "promo", "p-1", at=T0, universe="shop_a")]
+    calls = [
+        sale("e1", "t1", universe="shop_a", customer_id="alice", amount="10", at=T0 + 1),
+        sale("e2", "t1", universe="shop_b", customer_id="alice", amount="20", at=T0 + 1),
+    ]
+    await feed(projector_settings, ch, clicks, calls)
+    db = projector_settings.clickhouse_database
+    assert await rows(
+        ch,
+        f"SELECT universe, campaign_id, purchases, turnover FROM {db}.campaign_turnover ORDER BY universe",
+    ) == [
+        ("shop_a", "promo", 1, Decimal(10)),
+        ("shop_b", "", 1, Decimal(20)),
+    ]
+    assert await rows(
+        ch, f"SELECT universe, customer_id, turnover FROM {db}.customer_turnover ORDER BY universe"
+    ) == [
+        ("shop_a", "alice", Decimal(10)),
+        ("shop_b", "alice", Decimal(20)),
     ]
 
 
 async def test_undecodable_message_goes_to_dead_letters_and_the_partition_moves_on(
     projector_settings: ProjectorSettings, ch: AsyncClient
 ) -> None:
-    good = call("e1", "t1", "5")
+    good = sale("e1", "t1", amount="5")
     # One key: both land in one partition, the bad one first.
-    await produce(projector_settings, [(b"k", b"{broken"), (b"k", encode(good))])
-    projector = await project_until_caught_up(projector_settings)
+    async with live(projector_settings, ch) as feeder:
+        await feeder.send([(b"k", b"{broken"), (b"k", encode(good))])
+        projector = feeder.projector
 
     db = projector_settings.clickhouse_database
     assert await rows(ch, f"SELECT transaction_id FROM {db}.sales") == [("t1",)]
+    assert await rows(
+        ch, f"SELECT payload, startsWith(reason, 'not JSON') FROM {db}.dead_letters"
+    ) == [("{broken", True)]
     dead = await read_topic(
         projector_settings.kafka_bootstrap[0], projector_settings.topics.dead_letters, 1
     )
-    assert len(dead) == 1
-    assert dead[0].value == b"{broken"
+    assert [d.value for d in dead] == [b"{broken"]
     headers = dict(dead[0].headers)
     assert headers["reason"].startswith(b"not JSON")
     assert headers["source"].startswith(projector_settings.topics.sales.encode() + b"[")
     assert projector.metrics.dead_letters._value.get() == 1
+    # A replay does not dead-letter it again: its position is stored with the results.
+    await replay(projector_settings)
+    assert await rows(ch, f"SELECT count() FROM {db}.dead_letters") == [(1,)]
 
 
-async def test_committed_offsets_are_not_projected_again_after_a_restart(
+async def test_generated_log_matches_the_oracle_exactly(
     projector_settings: ProjectorSettings, ch: AsyncClient
 ) -> None:
-    await produce(projector_settings, [(b"k1", encode(call("e1", "t1", "1")))])
-    await project_until_caught_up(projector_settings)
-    await produce(projector_settings, [(b"k2", encode(call("e2", "t2", "2")))])
-    await project_until_caught_up(projector_settings)
-
-    db = projector_settings.clickhouse_database
-    assert await rows(ch, f"SELECT count(), sum(amount) FROM {db}.sales") == [(2, Decimal(3))]
+    clicks, calls = generate(seed=7, sales=3000)
+    await feed(projector_settings, ch, clicks, calls)
+    expected = oracle(clicks, calls)
+    assert expected.calls["duplicate"] > 200 and expected.calls["rejected"] > 50
+    assert as_dict(await actual(ch, projector_settings.clickhouse_database)) == as_dict(expected)
 
 
-async def test_schema_creation_is_idempotent(
+async def test_sql_surface_answers_the_documented_examples(
     projector_settings: ProjectorSettings, ch: AsyncClient
 ) -> None:
+    """The README's example, query for query."""
+    clicks = [
+        click("c1", "alice", "spring", "hero", at=T0),
+        click("c2", "bob", "spring", "footer", at=T0),
+        click("c3", "carol", "summer", "hero", at=T0),
+    ]
+    calls = [
+        sale("e1", "o-1", customer_id="alice", amount="120.00", at=T0 + DAY_MS),
+        sale("e2", "o-1", customer_id="alice", amount="120.00", at=T0 + DAY_MS),
+        sale("e3", "o-2", customer_id="alice", amount="80.50", at=T0 + 2 * DAY_MS),
+        sale("e4", "o-3", customer_id="bob", amount="1500", at=T0 + DAY_MS),
+        sale("e5", "o-4", customer_id="carol", amount="40", at=T0 + DAY_MS),
+        sale("e6", "o-5", amount="9.99", at=T0 + DAY_MS),
+        sale(
+            "e7",
+            "o-6",
+            amount="",
+            amount_raw="1.000,00",
+            status="rejected",
+            reason="amount_malformed",
+        ),
+    ]
+    await feed(projector_settings, ch, clicks, calls)
     db = projector_settings.clickhouse_database
-    await clickhouse.create_schema(ch, db)
-    await clickhouse.create_schema(ch, db)
-    tables = await rows(ch, f"SELECT name FROM system.tables WHERE database = '{db}' ORDER BY name")
-    assert tables == [("sales",), ("sales_calls",)]
+    assert await rows(
+        ch,
+        f"SELECT campaign_id, purchases, turnover FROM {db}.campaign_turnover WHERE universe = 'demo' ORDER BY turnover DESC",
+    ) == [
+        ("spring", 3, Decimal("1700.5")),
+        ("summer", 1, Decimal("40")),
+        ("", 1, Decimal("9.99")),
+    ]
+    assert await rows(
+        ch,
+        f"SELECT campaign_id, link_id, purchases, turnover FROM {db}.link_turnover WHERE universe = 'demo' ORDER BY campaign_id, link_id",
+    ) == [
+        ("", "", 1, Decimal("9.99")),
+        ("spring", "footer", 1, Decimal("1500")),
+        ("spring", "hero", 2, Decimal("200.5")),
+        ("summer", "hero", 1, Decimal("40")),
+    ]
+    assert await rows(
+        ch,
+        f"SELECT customer_id, purchases, turnover FROM {db}.customer_turnover WHERE universe = 'demo' ORDER BY customer_id",
+    ) == [
+        ("alice", 2, Decimal("200.5")),
+        ("bob", 1, Decimal("1500")),
+        ("carol", 1, Decimal("40")),
+    ]
+    assert await rows(
+        ch, f"SELECT * FROM {db}.customers_by_turnover(universe='demo', min=100, max=1000)"
+    ) == [("alice", 2, Decimal("200.5"))]
+    assert await rows(
+        ch,
+        f"SELECT day, purchases, turnover FROM {db}.campaign_turnover_daily WHERE campaign_id = 'spring' ORDER BY day",
+    ) == [
+        (date(2026, 1, 2), 2, Decimal("1620")),
+        (date(2026, 1, 3), 1, Decimal("80.5")),
+    ]
+    assert await rows(ch, f"SELECT status, count() FROM {db}.sales_calls GROUP BY status ORDER BY status") == [
+        ("counted", 5), ("duplicate", 1), ("rejected", 1)
+    ]  # fmt: skip
 
 
-async def test_running_projector_shows_a_sale_within_seconds(
+async def test_rebuild_yields_identical_tables(
     projector_settings: ProjectorSettings, ch: AsyncClient
 ) -> None:
+    clicks, calls = generate(seed=11, sales=800)
     db = projector_settings.clickhouse_database
-    async with running_projector(projector_settings):
-        await produce(projector_settings, [(b"k", encode(call("e1", "t1", "7,25")))])
-        found = await eventually(lambda: _sales(ch, db), lambda r: bool(r), timeout=30)
-    assert found == [("t1", Decimal("7.25"))]
+    async with live(projector_settings, ch) as feeder:
+        await feeder.feed(clicks, calls)
+        before = as_dict(await actual(ch, db))
+        sales_before = await rows(
+            ch, f"SELECT * FROM {db}.sales ORDER BY universe, transaction_id, event_id"
+        )
 
+        lines: list[str] = []
+        generation = await rebuild(projector_settings, write=lines.append)
 
-async def _sales(ch: AsyncClient, db: str) -> list[tuple[object, ...]]:
-    try:
-        return await rows(ch, f"SELECT transaction_id, amount FROM {db}.sales")
-    except Exception:  # the projector may not have created the schema yet
-        return []
+        assert generation == 2
+        assert any("100.0%" in line for line in lines)
+        assert await rows(ch, f"SELECT max(generation) FROM {db}.generations") == [(2,)]
+        assert as_dict(await actual(ch, db)) == before == as_dict(oracle(clicks, calls))
+        assert (
+            await rows(ch, f"SELECT * FROM {db}.sales ORDER BY universe, transaction_id, event_id")
+            == sales_before
+        )
+
+        # The live projector follows the new generation and keeps counting exactly.
+        more = [sale("late-1", "late-tx", amount="1.5", universe="shop_a")]
+        await produce(projector_settings, more)
+        await eventually(
+            lambda: rows(ch, f"SELECT count() FROM {db}.sales_calls"),
+            lambda r: r == [(len(calls) + 1,)],
+        )
+        assert as_dict(await actual(ch, db)) == as_dict(oracle(clicks, calls + more))

@@ -44,7 +44,7 @@ def test_calls_of_one_transaction_share_a_key_and_calls_without_id_do_not() -> N
         (None, "empty message"),
         (b"not json", "not JSON"),
         (b"[1]", "not a JSON object"),
-        (b'{"v": 99}', "unsupported sale schema version 99"),
+        (b'{"v": 99}', "unsupported SaleCall schema version 99"),
         (b'{"v": 1}', "missing fields"),
     ],
 )

@@ -1,0 +1,188 @@
+"""ClickHouse for the projector: schema, generations, look-ups and idempotent inserts.
+
+Every failure is raised as a :class:`ProjectorError` whose ``retriable`` flag says whether
+waiting can fix it (server unreachable, overloaded) or not (a bad statement, bad data).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import clickhouse_connect
+from aiokafka import TopicPartition
+from clickhouse_connect.driver.asyncclient import AsyncClient
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+from projector.attribution import Touch
+from projector.dedupe import DedupeKey
+from projector.errors import ProjectorError
+from projector.rows import Row
+from schemas.ddl import meta_statements, table_names, table_statements, view_statements
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Server errors that are about load or availability, not about our statement or data.
+_RETRIABLE_CODES = ("TOO_MANY", "TIMEOUT", "MEMORY_LIMIT", "NETWORK", "SOCKET", "ABORTED")
+
+
+async def _guard(what: str, action: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return await action()
+    except OperationalError as e:
+        raise ProjectorError(f"{what}: ClickHouse unreachable: {e}", retriable=True) from e
+    except DatabaseError as e:
+        retriable = any(code in str(e) for code in _RETRIABLE_CODES)
+        raise ProjectorError(f"{what}: {e}", retriable=retriable) from e
+
+
+def dedup_token(table: str, extent: str) -> str:
+    """The insert deduplication token of one table's block for one span of offsets.
+
+    The same block sent again (an in-process retry after an unclear failure) carries the
+    same token, and ClickHouse stores it once, in the table and in every view target.
+    """
+    return hashlib.sha256(f"{table}|{extent}".encode()).hexdigest()
+
+
+class Store:
+    def __init__(self, client: AsyncClient, database: str) -> None:
+        self._client = client
+        self.database = database
+
+    @classmethod
+    async def connect(cls, url: str, database: str) -> Store:
+        client = await _guard(
+            "connect", lambda: clickhouse_connect.get_async_client(dsn=url, database="default")
+        )
+        return cls(client, database)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def _command(self, sql: str, parameters: dict[str, Any] | None = None) -> None:
+        await _guard(sql.split("\n", 1)[0][:80], lambda: self._client.command(sql, parameters))
+
+    async def _rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[Any]:
+        result = await _guard(sql[:80], lambda: self._client.query(sql, parameters=parameters))
+        return list(result.result_rows)
+
+    # -- schema and generations -------------------------------------------------------------
+
+    async def prepare(self) -> int:
+        """Create what is missing and return the live generation (1 on a new database)."""
+        for sql in meta_statements(self.database):
+            await self._command(sql)
+        live = await self.live_generation()
+        if live == 0:
+            await self.create_generation(1)
+            await self.activate(1)
+            return 1
+        await self.create_generation(live)
+        for sql in view_statements(self.database, live):
+            await self._command(sql)
+        return live
+
+    async def live_generation(self) -> int:
+        rows = await self._rows(f"SELECT max(generation) FROM {self.database}.generations")
+        return int(rows[0][0]) if rows else 0
+
+    async def create_generation(self, generation: int) -> None:
+        for sql in table_statements(self.database, generation):
+            await self._command(sql)
+
+    async def drop_generation(self, generation: int) -> None:
+        # Views first: a table cannot go while a materialized view still reads from it.
+        for name in reversed(table_names(self.database, generation)):
+            await self._command(f"DROP TABLE IF EXISTS {name} SYNC")
+
+    async def activate(self, generation: int) -> None:
+        """Point every public view at ``generation`` and make it the live one."""
+        await self._command(
+            f"INSERT INTO {self.database}.generations (generation) VALUES ({int(generation)})"
+        )
+        for sql in view_statements(self.database, generation):
+            await self._command(sql)
+
+    # -- look-ups ---------------------------------------------------------------------------
+
+    async def next_offsets(
+        self, generation: int, partitions: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        wanted = {(tp.topic, tp.partition) for tp in partitions}
+        if not wanted:
+            return {}
+        rows = await self._rows(
+            f"SELECT kafka_topic, kafka_partition, max(next_offset) "
+            f"FROM {self.database}.positions_g{generation} "
+            "WHERE kafka_topic IN {topics:Array(String)} GROUP BY kafka_topic, kafka_partition",
+            {"topics": sorted({topic for topic, _ in wanted})},
+        )
+        return {
+            TopicPartition(topic, partition): int(offset)
+            for topic, partition, offset in rows
+            if (topic, partition) in wanted
+        }
+
+    async def counted(self, generation: int, keys: Iterable[DedupeKey]) -> dict[DedupeKey, str]:
+        """Which of ``keys`` are already counted, and by which event."""
+        pairs = sorted({(u, t) for u, t, _ in keys if t})
+        events = sorted({e for _, t, e in keys if not t})
+        if not pairs and not events:
+            return {}
+        rows = await self._rows(
+            f"SELECT universe, transaction_id, event_id FROM {self.database}.sales_g{generation} "
+            "WHERE (universe, transaction_id) IN {pairs:Array(Tuple(String, String))} "
+            "OR (transaction_id = '' AND event_id IN {events:Array(String)})",
+            {"pairs": pairs, "events": events},
+        )
+        found: dict[DedupeKey, str] = {}
+        for universe, transaction_id, event_id in rows:
+            key = (universe, transaction_id, "" if transaction_id else event_id)
+            # Exactly one row per key by construction; min() keeps this deterministic anyway.
+            found[key] = min(found.get(key, event_id), event_id)
+        return found
+
+    async def clicks_of(
+        self, generation: int, customers: Iterable[tuple[str, str]], since_ms: int, until_ms: int
+    ) -> list[Touch]:
+        pairs = sorted(set(customers))
+        if not pairs:
+            return []
+        rows = await self._rows(
+            "SELECT universe, customer_id, campaign_id, link_id, product, "
+            "toUnixTimestamp64Milli(clicked_at), event_id "
+            f"FROM {self.database}.clicks_g{generation} "
+            "WHERE (universe, customer_id) IN {pairs:Array(Tuple(String, String))} "
+            "AND clicked_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC') "
+            "AND clicked_at <= fromUnixTimestamp64Milli({until:Int64}, 'UTC')",
+            {"pairs": pairs, "since": since_ms, "until": until_ms},
+        )
+        return [
+            Touch(u, c, k, link, product, int(at), event_id)
+            for u, c, k, link, product, at, event_id in rows
+        ]
+
+    # -- writes -----------------------------------------------------------------------------
+
+    async def insert(
+        self, table: str, columns: Sequence[str], rows: Sequence[Row], token: str
+    ) -> None:
+        await _guard(
+            f"insert into {table}",
+            lambda: self._client.insert(
+                table,
+                rows,
+                column_names=list(columns),
+                database=self.database,
+                settings={
+                    "insert_deduplicate": 1,
+                    "insert_deduplication_token": token,
+                    "deduplicate_blocks_in_dependent_materialized_views": 1,
+                },
+            ),
+        )

@@ -1,0 +1,181 @@
+-- Physical tables of one generation ({generation}). Analysts read the views of views.sql.
+--
+-- Exactly-once in effect: the projector writes each batch of one topic as ONE insert into
+-- one ledger table (sales_calls_g / clicks_g / dead_letters_g); everything else is derived
+-- from those inserts by materialized views. A single-block insert is atomic, and every
+-- ledger row carries its Kafka position; positions_g (fed by the same inserts) holds the
+-- next offset to write per partition, and the projector skips or rewinds against it before
+-- every write. So a batch is applied once even if the process dies between the write and the
+-- offset commit. Insert deduplication tokens plus deduplicate_blocks_in_dependent_materialized_views
+-- make an in-process retry of the same block a no-op in every table it reaches, which is why
+-- every table below sets non_replicated_deduplication_window.
+
+-- Every call, with the projector's decision: counted, duplicate or rejected.
+CREATE TABLE IF NOT EXISTS {database}.sales_calls_g{generation}
+(
+    universe          LowCardinality(String),
+    transaction_id    String,
+    event_id          String,
+    source            LowCardinality(String),
+    status            LowCardinality(String),
+    reason            LowCardinality(String),
+    amount_raw        String,
+    amount            Decimal(18, 4),
+    currency          LowCardinality(String),
+    customer_id       String,
+    campaign_id       String,
+    link_id           String,
+    product           LowCardinality(String),
+    clicked_at        Nullable(DateTime64(3, 'UTC')),
+    received_at       DateTime64(3, 'UTC'),
+    kafka_topic       LowCardinality(String),
+    kafka_partition   UInt32,
+    kafka_offset      UInt64
+)
+ENGINE = MergeTree
+ORDER BY (universe, received_at, event_id)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS {database}.clicks_g{generation}
+(
+    universe          LowCardinality(String),
+    customer_id       String,
+    campaign_id       String,
+    link_id           String,
+    product           LowCardinality(String),
+    clicked_at        DateTime64(3, 'UTC'),
+    event_id          String,
+    kafka_topic       LowCardinality(String),
+    kafka_partition   UInt32,
+    kafka_offset      UInt64
+)
+ENGINE = MergeTree
+ORDER BY (universe, customer_id, clicked_at)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+-- Messages that could not be decoded (also published to the dead-letter topic).
+CREATE TABLE IF NOT EXISTS {database}.dead_letters_g{generation}
+(
+    kafka_topic       LowCardinality(String),
+    kafka_partition   UInt32,
+    kafka_offset      UInt64,
+    reason            String,
+    payload           String,
+    seen_at           DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = MergeTree
+ORDER BY (kafka_topic, kafka_partition, kafka_offset)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS {database}.positions_g{generation}
+(
+    kafka_topic       LowCardinality(String),
+    kafka_partition   UInt32,
+    next_offset       SimpleAggregateFunction(max, UInt64)
+)
+ENGINE = AggregatingMergeTree
+ORDER BY (kafka_topic, kafka_partition)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.positions_from_sales_g{generation}
+TO {database}.positions_g{generation} AS
+SELECT kafka_topic, kafka_partition, max(kafka_offset) + 1 AS next_offset
+FROM {database}.sales_calls_g{generation} GROUP BY kafka_topic, kafka_partition;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.positions_from_clicks_g{generation}
+TO {database}.positions_g{generation} AS
+SELECT kafka_topic, kafka_partition, max(kafka_offset) + 1 AS next_offset
+FROM {database}.clicks_g{generation} GROUP BY kafka_topic, kafka_partition;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.positions_from_dead_letters_g{generation}
+TO {database}.positions_g{generation} AS
+SELECT kafka_topic, kafka_partition, max(kafka_offset) + 1 AS next_offset
+FROM {database}.dead_letters_g{generation} GROUP BY kafka_topic, kafka_partition;
+
+-- Counted sales, ordered for the projector's "already counted?" look-ups.
+CREATE TABLE IF NOT EXISTS {database}.sales_g{generation}
+(
+    universe          LowCardinality(String),
+    transaction_id    String,
+    event_id          String,
+    amount            Decimal(18, 4),
+    currency          LowCardinality(String),
+    customer_id       String,
+    campaign_id       String,
+    link_id           String,
+    product           LowCardinality(String),
+    clicked_at        Nullable(DateTime64(3, 'UTC')),
+    sold_at           DateTime64(3, 'UTC')
+)
+ENGINE = MergeTree
+ORDER BY (universe, transaction_id, event_id)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.sales_from_calls_g{generation}
+TO {database}.sales_g{generation} AS
+SELECT universe, transaction_id, event_id, amount, currency, customer_id, campaign_id,
+       link_id, product, clicked_at, received_at AS sold_at
+FROM {database}.sales_calls_g{generation} WHERE status = 'counted';
+
+-- Rollups: SummingMergeTree parts summed at read time by the views (exact before any merge).
+CREATE TABLE IF NOT EXISTS {database}.campaign_rollup_g{generation}
+(
+    universe LowCardinality(String), campaign_id String,
+    purchases UInt64, turnover Decimal(38, 4)
+)
+ENGINE = SummingMergeTree
+ORDER BY (universe, campaign_id)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.campaign_rollup_mv_g{generation}
+TO {database}.campaign_rollup_g{generation} AS
+SELECT universe, campaign_id, count() AS purchases, sum(toDecimal128(amount, 4)) AS turnover
+FROM {database}.sales_calls_g{generation} WHERE status = 'counted'
+GROUP BY universe, campaign_id;
+
+CREATE TABLE IF NOT EXISTS {database}.customer_rollup_g{generation}
+(
+    universe LowCardinality(String), customer_id String,
+    purchases UInt64, turnover Decimal(38, 4)
+)
+ENGINE = SummingMergeTree
+ORDER BY (universe, customer_id)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.customer_rollup_mv_g{generation}
+TO {database}.customer_rollup_g{generation} AS
+SELECT universe, customer_id, count() AS purchases, sum(toDecimal128(amount, 4)) AS turnover
+FROM {database}.sales_calls_g{generation} WHERE status = 'counted' AND customer_id != ''
+GROUP BY universe, customer_id;
+
+CREATE TABLE IF NOT EXISTS {database}.link_rollup_g{generation}
+(
+    universe LowCardinality(String), campaign_id String, link_id String,
+    purchases UInt64, turnover Decimal(38, 4)
+)
+ENGINE = SummingMergeTree
+ORDER BY (universe, campaign_id, link_id)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.link_rollup_mv_g{generation}
+TO {database}.link_rollup_g{generation} AS
+SELECT universe, campaign_id, link_id, count() AS purchases,
+       sum(toDecimal128(amount, 4)) AS turnover
+FROM {database}.sales_calls_g{generation} WHERE status = 'counted'
+GROUP BY universe, campaign_id, link_id;
+
+CREATE TABLE IF NOT EXISTS {database}.campaign_daily_rollup_g{generation}
+(
+    universe LowCardinality(String), campaign_id String, day Date,
+    purchases UInt64, turnover Decimal(38, 4)
+)
+ENGINE = SummingMergeTree
+ORDER BY (universe, campaign_id, day)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.campaign_daily_rollup_mv_g{generation}
+TO {database}.campaign_daily_rollup_g{generation} AS
+SELECT universe, campaign_id, toDate(received_at, 'UTC') AS day, count() AS purchases,
+       sum(toDecimal128(amount, 4)) AS turnover
+FROM {database}.sales_calls_g{generation} WHERE status = 'counted'
+GROUP BY universe, campaign_id, day;

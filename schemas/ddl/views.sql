@@ -1,0 +1,49 @@
+-- The public SQL surface: stable names over the live generation's tables. Each is exact with
+-- a plain SELECT (no FINAL, no GROUP BY by the reader), even before any merge.
+
+CREATE OR REPLACE VIEW {database}.sales AS
+SELECT universe, transaction_id, amount, currency, customer_id, campaign_id, link_id,
+       product, clicked_at, sold_at, event_id
+FROM {database}.sales_g{generation};
+
+CREATE OR REPLACE VIEW {database}.sales_calls AS
+SELECT universe, transaction_id, amount_raw, status, reason, received_at, event_id, source,
+       amount, currency, customer_id, campaign_id, link_id, product, clicked_at
+FROM {database}.sales_calls_g{generation};
+
+CREATE OR REPLACE VIEW {database}.clicks AS
+SELECT universe, customer_id, campaign_id, link_id, clicked_at, product, event_id
+FROM {database}.clicks_g{generation};
+
+CREATE OR REPLACE VIEW {database}.dead_letters AS
+SELECT kafka_topic, kafka_partition, kafka_offset, reason, payload, seen_at
+FROM {database}.dead_letters_g{generation};
+
+CREATE OR REPLACE VIEW {database}.campaign_turnover AS
+SELECT universe, campaign_id, sum(purchases) AS purchases, sum(turnover) AS turnover
+FROM {database}.campaign_rollup_g{generation}
+GROUP BY universe, campaign_id;
+
+CREATE OR REPLACE VIEW {database}.customer_turnover AS
+SELECT universe, customer_id, sum(purchases) AS purchases, sum(turnover) AS turnover
+FROM {database}.customer_rollup_g{generation}
+GROUP BY universe, customer_id;
+
+CREATE OR REPLACE VIEW {database}.link_turnover AS
+SELECT universe, campaign_id, link_id, sum(purchases) AS purchases, sum(turnover) AS turnover
+FROM {database}.link_rollup_g{generation}
+GROUP BY universe, campaign_id, link_id;
+
+CREATE OR REPLACE VIEW {database}.campaign_turnover_daily AS
+SELECT universe, campaign_id, day, sum(purchases) AS purchases, sum(turnover) AS turnover
+FROM {database}.campaign_daily_rollup_g{generation}
+GROUP BY universe, campaign_id, day;
+
+-- Segmentation by total purchase amount (bounds inclusive):
+--   SELECT * FROM tracker.customers_by_turnover(universe='u', min=100, max=1000)
+CREATE OR REPLACE VIEW {database}.customers_by_turnover AS
+SELECT customer_id, purchases, turnover
+FROM {database}.customer_turnover
+WHERE universe = {universe:String}
+  AND turnover >= {min:Decimal(38, 4)}
+  AND turnover <= {max:Decimal(38, 4)};

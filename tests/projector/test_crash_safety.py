@@ -1,0 +1,139 @@
+"""Exactly-once in effect: real projector processes, killed with SIGKILL at the worst moments."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from clickhouse_connect.driver.asyncclient import AsyncClient
+
+from compose.processes import free_port
+from helpers import produce, settled
+from projector.loop import Projector
+from projector.metrics import ProjectorMetrics
+from projector.settings import ProjectorSettings
+from scenario import actual, as_dict, generate, oracle
+from schemas.events import Click
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Process:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        with log.open("ab") as out:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", "projector"],
+                cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for_log(self, needle: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while needle not in self.text():
+            assert self.popen.poll() is None, f"projector exited:\n{self.text()[-3000:]}"
+            assert time.monotonic() < deadline, f"{needle!r} not logged:\n{self.text()[-3000:]}"
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            self.popen.wait(timeout=60)
+
+
+@pytest.fixture
+def processes(tmp_path: Path, service_env: dict[str, str]) -> Iterator[list[Process]]:
+    started: list[Process] = []
+    yield started
+    for process in started:
+        if process.popen.poll() is None:
+            process.popen.kill()
+            process.popen.wait()
+
+
+def start(processes: list[Process], tmp_path: Path, env: dict[str, str], **extra: str) -> Process:
+    process = Process(
+        {**env, "TRACKER_PROJECTOR_PORT": str(free_port()), **extra},
+        tmp_path / f"projector-{len(processes)}.log",
+    )
+    processes.append(process)
+    return process
+
+
+async def project_clicks_first(settings: ProjectorSettings, clicks: list[Click]) -> None:
+    """Clicks go in before the sales (as in life), replayed without joining the group."""
+    await produce(settings, clicks)
+    await asyncio.wait_for(
+        Projector(settings, ProjectorMetrics(), generation=1).run(asyncio.Event(), burst=True),
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("stage", ["before-write", "after-write", "after-commit"])
+async def test_projector_killed_at_any_checkpoint_stage_restarts_to_the_same_totals(
+    stage: str,
+    tmp_path: Path,
+    service_env: dict[str, str],
+    projector_settings: ProjectorSettings,
+    ch: AsyncClient,
+    processes: list[Process],
+) -> None:
+    db = projector_settings.clickhouse_database
+    clicks, calls = generate(seed=3, sales=1500)
+    await project_clicks_first(projector_settings, clicks)
+    await produce(projector_settings, calls)
+
+    env = {**service_env, "TRACKER_PROJECTOR_BATCH_MAX": "200"}
+    doomed = start(
+        processes, tmp_path, env,
+        TRACKER_PROJECTOR_FAULT=stage, TRACKER_PROJECTOR_FAULT_AFTER_BATCHES="3",
+    )  # fmt: skip
+    assert await asyncio.to_thread(doomed.popen.wait, 120) == -signal.SIGKILL
+    assert f"fault injection: SIGKILL at {stage} of batch 3" in doomed.text()
+    written = (await ch.query(f"SELECT count() FROM {db}.sales_calls")).result_rows[0][0]
+    assert written < len(calls)  # it really died half-way
+
+    start(processes, tmp_path, env)
+    await settled(ch, db, len(clicks) + len(calls), timeout=120)
+    assert as_dict(await actual(ch, db)) == as_dict(oracle(clicks, calls))
+
+
+async def test_two_projectors_share_the_work_and_one_killed_midway_loses_nothing(
+    tmp_path: Path,
+    service_env: dict[str, str],
+    projector_settings: ProjectorSettings,
+    ch: AsyncClient,
+    processes: list[Process],
+) -> None:
+    db = projector_settings.clickhouse_database
+    clicks, calls = generate(seed=5, sales=3000)
+    await project_clicks_first(projector_settings, clicks)
+
+    env = {**service_env, "TRACKER_PROJECTOR_BATCH_MAX": "50"}
+    first = start(processes, tmp_path, env)
+    first.wait_for_log("partitions assigned")
+    second = start(processes, tmp_path, env)
+    # The group rebalanced: each member holds part of the partitions.
+    second.wait_for_log("partitions assigned")
+    assert "partitions revoked" in first.text()
+
+    half = len(calls) // 2
+    await produce(projector_settings, calls[:half])
+    await asyncio.sleep(0.5)  # both members are writing
+    first.popen.kill()
+    assert await asyncio.to_thread(first.popen.wait, 30) == -signal.SIGKILL
+    await produce(projector_settings, calls[half:])
+
+    await settled(ch, db, len(clicks) + len(calls), timeout=120)
+    assert as_dict(await actual(ch, db)) == as_dict(oracle(clicks, calls))
+    second.stop()
+    assert second.popen.returncode == 0
