@@ -16,7 +16,8 @@ import orjson
 
 from compose.processes import StartError
 from compose.settings import StackSettings
-from compose.stack import Stack, applications, check_ports_free, infrastructure
+from compose.stack import Stack, applications, check_ports_free, edge_secrets, infrastructure
+from ingest.signing import Link, link_url
 from schemas.environ import ConfigError
 
 logger = logging.getLogger("compose")
@@ -92,9 +93,23 @@ def _print_endpoints(endpoints: dict[str, str], settings: StackSettings) -> None
     print(f"  data        {settings.data_dir.resolve()}  (logs in logs/)")
     edge = f"http://{settings.host}:{settings.edge_port}"
     print("\ntry:")
+    secrets_ = edge_secrets(settings.data_dir.resolve())
+    link = link_url(
+        edge, secrets_["TRACKER_SECRET"],
+        Link("demo", "alice", "spring", "hero", "https://shop.example/landing"),
+    )  # fmt: skip
+    api_key = secrets_["TRACKER_API_KEYS"].split(",")[0].partition(":")[2]
     pixel = f"{edge}/sales.php?universe=demo&amount=12,50&id=t1"
-    query = "SELECT+*+FROM+tracker.sales+FORMAT+PrettyCompact"
+    query = "SELECT+*+FROM+tracker.campaign_turnover+FORMAT+PrettyCompact"
+    print("  # a tracked link: 302 to the landing page with trk_click=..., and the cookie")
+    print(f"  curl -si '{link}' | grep -i -e location -e set-cookie")
+    print("  # the sale pixel (add &click=<the trk_click value> to attribute it to that click)")
     print(f"  curl -o /dev/null -w '%{{http_code}} %{{content_type}}\\n' '{pixel}'")
+    print("  # a sale reported by the merchant's back end")
+    print(
+        f'  curl -s -H \'Authorization: Bearer {api_key}\' -d \'{{"amount":"5.00","id":"t2"}}\' '
+        f"{edge}/v1/sales"
+    )
     print(f"  curl '{settings.clickhouse_url}/?query={query}'")
     print("\nCtrl-C stops everything.", flush=True)
 

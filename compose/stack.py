@@ -52,6 +52,26 @@ def _s3_credentials(data_dir: Path) -> dict[str, str]:
     return credentials
 
 
+def edge_secrets(data_dir: Path) -> dict[str, str]:
+    """The local stack's signing secret and a demo API key, made once per data folder.
+
+    Kept with the data: links signed and cookies set before a restart stay valid after it.
+    Production sets TRACKER_SECRET and TRACKER_API_KEYS itself.
+    """
+    path = data_dir / "edge-secrets.json"
+    if path.exists():
+        loaded: dict[str, str] = orjson.loads(path.read_bytes())
+        return loaded
+    secrets_ = {
+        "TRACKER_SECRET": secrets.token_urlsafe(32),
+        "TRACKER_API_KEYS": f"demo:{secrets.token_urlsafe(24)}",
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(secrets_))
+    path.chmod(0o600)
+    return secrets_
+
+
 def infrastructure(settings: StackSettings) -> list[Service]:
     """The broker (with its S3 store) and ClickHouse, unless real ones are configured."""
     data = settings.data_dir.resolve()
@@ -136,7 +156,10 @@ def infrastructure(settings: StackSettings) -> list[Service]:
 def applications(settings: StackSettings, extra_env: dict[str, str] | None = None) -> list[Service]:
     """The projector and the edge, wired to the stack's broker and ClickHouse."""
     host = settings.host
+    data = settings.data_dir.resolve()
     env = {
+        **edge_secrets(data),
+        "TRACKER_EDGE_SPOOL_DIR": str(data / "spool"),
         "TRACKER_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "TRACKER_CLICKHOUSE_URL": settings.clickhouse_url,
         "TRACKER_EDGE_HOST": host,
@@ -145,6 +168,8 @@ def applications(settings: StackSettings, extra_env: dict[str, str] | None = Non
         "TRACKER_PROJECTOR_PORT": str(settings.projector_port),
         **({} if settings.external_kafka else {"TRACKER_KAFKA_IDEMPOTENCE": "false"}),
         **(extra_env or {}),
+        # Explicit settings of the user win over the stack's defaults.
+        **{k: v for k, v in os.environ.items() if k in ("TRACKER_SECRET", "TRACKER_API_KEYS")},
     }
     root = Path(__file__).resolve().parent.parent
     return [

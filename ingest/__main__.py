@@ -1,50 +1,149 @@
-"""`python -m ingest`: run the edge."""
+"""`python -m ingest [serve]` runs the edge; `python -m ingest sign-link` prints a tracked link."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import signal
+import ssl
+import subprocess
 import sys
+from pathlib import Path
 
 import uvloop
 from aiohttp import web
 
 from ingest.app import create_runner
+from ingest.click import link_problem
 from ingest.settings import EdgeSettings
+from ingest.signing import Link, link_url
 from schemas.environ import ConfigError
 
 logger = logging.getLogger("ingest")
 
 
-async def serve(settings: EdgeSettings) -> None:
+async def serve(settings: EdgeSettings, *, worker: int, tls: ssl.SSLContext | None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    runner = create_runner(settings)
+    runner = create_runner(settings, worker=worker)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_port=True)
+    # SO_REUSEPORT: every worker process binds the same port; the kernel spreads connections.
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_port=True, ssl_context=tls)
     await site.start()
-    logger.info("edge listening on http://%s:%d", settings.host, settings.port)
+    scheme = "https" if tls else "http"
+    logger.info(
+        "edge worker %d listening on %s://%s:%d", worker, scheme, settings.host, settings.port
+    )
     await stop.wait()
-    logger.info("stopping: no new requests, draining the publish queue")
+    logger.info("worker %d stopping: no new requests, publishing what is queued", worker)
     await runner.cleanup()
-    logger.info("stopped")
+    logger.info("worker %d stopped", worker)
+
+
+def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ConfigError("--tls-cert and --tls-key go together")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"cannot load the TLS certificate {cert} / key {key}: {e}") from e
+    return context
+
+
+def run_workers(argv: list[str], workers: int) -> int:
+    """Start ``workers`` processes on the same port and relay SIGTERM/SIGINT to them."""
+    children = [
+        subprocess.Popen([sys.executable, "-m", "ingest", "serve", *argv, "--worker-index", str(i)])
+        for i in range(workers)
+    ]
+
+    def relay(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, relay)
+    signal.signal(signal.SIGINT, relay)
+    codes = [child.wait() for child in children]
+    return max(codes, key=abs)
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m ingest", description="The tracking edge.")
-    parser.parse_args(argv)
+    commands = parser.add_subparsers(dest="command")
+    serve_parser = commands.add_parser("serve", help="run the edge (the default)")
+    serve_parser.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    serve_parser.add_argument("--tls-cert", type=Path, help="PEM certificate chain for HTTPS")
+    serve_parser.add_argument("--tls-key", type=Path, help="PEM private key for HTTPS")
+    serve_parser.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    sign = commands.add_parser("sign-link", help="print a signed tracked link")
+    for name in ("universe", "customer", "campaign", "link", "url"):
+        sign.add_argument(f"--{name}", required=True)
+    sign.add_argument("--product", default="", help="the sending product (optional)")
+    if not argv or argv[0].startswith("-"):
+        argv = ["serve", *argv]
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s edge %(levelname)s %(message)s")
     try:
         settings = EdgeSettings.from_env()
+        if args.command == "sign-link":
+            link = Link(
+                args.universe, args.customer, args.campaign, args.link, args.url, args.product
+            )
+            problem = link_problem(link)
+            if problem:
+                print(
+                    f"error: cannot sign this link: {problem.removeprefix('link_')}",
+                    file=sys.stderr,
+                )
+                return 2
+            print(link_url(settings.public_url, settings.secret, link))
+            return 0
+        if args.workers < 1:
+            raise ConfigError("--workers must be at least 1")
+        tls = tls_context(args.tls_cert, args.tls_key)
     except ConfigError as e:
         print(f"configuration error: {e}", file=sys.stderr)
         return 2
-    uvloop.run(serve(settings))
+    if args.workers > 1 and args.worker_index is None:
+        if not settings.kafka_idempotence:
+            logger.warning(
+                "%d workers produce to the same partitions at once: the broker must support "
+                "concurrent producers (Apache Kafka does; the embedded Tansu on S3 storage "
+                "loses records then, see README)",
+                args.workers,
+            )
+        rest = argv[argv.index("serve") + 1 :] if "serve" in argv else argv
+        without_workers = _drop_option(rest, "--workers")
+        return run_workers(without_workers, args.workers)
+    worker = args.worker_index or 0
+    logger.info("%r (pid %d)", settings, os.getpid())
+    uvloop.run(serve(settings, worker=worker, tls=tls))
     return 0
+
+
+def _drop_option(argv: list[str], name: str) -> list[str]:
+    result: list[str] = []
+    skip = False
+    for item in argv:
+        if skip:
+            skip = False
+            continue
+        if item == name:
+            skip = True
+            continue
+        if item.startswith(name + "="):
+            continue
+        result.append(item)
+    return result
 
 
 if __name__ == "__main__":

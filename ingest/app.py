@@ -2,40 +2,22 @@
 
 from __future__ import annotations
 
-import time
-import uuid
+from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ingest.gif import NO_CACHE_HEADERS, PIXEL
+from ingest.api import MAX_BODY_BYTES, report_sales
+from ingest.click import follow_link
 from ingest.metrics import EdgeMetrics
+from ingest.pixel import sale_pixel
 from ingest.publisher import Publisher
-from ingest.salecall import sale_call
 from ingest.settings import EdgeSettings
-from schemas.events import encode
-
-SETTINGS = web.AppKey("settings", EdgeSettings)
-METRICS = web.AppKey("metrics", EdgeMetrics)
-PUBLISHER = web.AppKey("publisher", Publisher)
+from ingest.state import METRICS, PUBLISHER, SETTINGS
 
 # aiohttp answers 400 itself to request lines over its limit; a pixel call must still get the
 # image, so the limit is raised far above any real tracking URL and values are bounded later.
 MAX_LINE_BYTES = 65536
-
-
-async def sale_pixel(request: web.Request) -> web.Response:
-    app = request.app
-    _, _, query = request.raw_path.partition("?")
-    call = sale_call(query, event_id=uuid.uuid4().hex, received_at_ms=time.time_ns() // 1_000_000)
-    app[PUBLISHER].publish(app[SETTINGS].topics.sales, call.kafka_key(), encode(call))
-    metrics = app[METRICS]
-    if call.status == "accepted":
-        metrics.requests.labels("sales", "accepted").inc()
-    else:
-        metrics.requests.labels("sales", "rejected").inc()
-        metrics.rejects.labels(call.reason).inc()
-    return web.Response(body=PIXEL, headers=NO_CACHE_HEADERS)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -45,15 +27,17 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     publisher = request.app[PUBLISHER]
     if not publisher.connected:
-        return web.Response(status=503, text="broker not connected\n")
-    if publisher.full():
-        return web.Response(status=503, text="publish queue full\n")
+        return web.Response(status=503, text="broker not connected (events are spooled)\n")
+    if publisher.spool_full():
+        return web.Response(status=503, text="spool full\n")
     return web.Response(text="ready\n")
 
 
 async def metrics(request: web.Request) -> web.Response:
     m = request.app[METRICS]
-    m.queue_depth.set(request.app[PUBLISHER].depth)
+    publisher = request.app[PUBLISHER]
+    m.queue_depth.set(publisher.depth)
+    m.spool_bytes.set(publisher.spool_bytes)
     return web.Response(
         body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )
@@ -67,13 +51,17 @@ async def _drain_publisher(app: web.Application) -> None:
     await app[PUBLISHER].close()
 
 
-def create_app(settings: EdgeSettings) -> web.Application:
-    app = web.Application()
+def create_app(settings: EdgeSettings, *, worker: int = 0) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY_BYTES + 1)
     app[SETTINGS] = settings
     app[METRICS] = edge_metrics = EdgeMetrics()
-    app[PUBLISHER] = Publisher(settings, edge_metrics)
+    # One spool per worker process: each appends and replays its own, in order.
+    spool_dir = Path(settings.spool_dir) / f"worker-{worker}"
+    app[PUBLISHER] = Publisher(settings, edge_metrics, spool_dir)
     app.router.add_get("/sales.php", sale_pixel)
     app.router.add_get("/sales", sale_pixel)
+    app.router.add_get("/click", follow_link)
+    app.router.add_post("/v1/sales", report_sales)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
@@ -83,10 +71,10 @@ def create_app(settings: EdgeSettings) -> web.Application:
     return app
 
 
-def create_runner(settings: EdgeSettings) -> web.AppRunner:
+def create_runner(settings: EdgeSettings, *, worker: int = 0) -> web.AppRunner:
     """The app's runner: no per-request access log, request lines up to 64 KiB."""
     return web.AppRunner(
-        create_app(settings),
+        create_app(settings, worker=worker),
         access_log=None,
         max_line_size=MAX_LINE_BYTES,
         max_field_size=MAX_LINE_BYTES,

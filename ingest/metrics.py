@@ -7,37 +7,40 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 class EdgeMetrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        r = self.registry = CollectorRegistry()
         self.requests = Counter(
-            "tracker_edge_requests",
-            "Requests by endpoint and outcome",
-            ["endpoint", "outcome"],
-            registry=self.registry,
-        )
+            "tracker_edge_requests", "Requests by endpoint and outcome",
+            ["endpoint", "outcome"], registry=r,
+        )  # fmt: skip
         self.rejects = Counter(
-            "tracker_edge_rejects", "Rejected calls by reason", ["reason"], registry=self.registry
+            "tracker_edge_rejects", "Rejected sale calls by reason", ["reason"], registry=r
         )
+        self.clicks = Counter(
+            "tracker_edge_clicks", "Tracked link requests by outcome", ["outcome"], registry=r
+        )
+        self.click_context = Counter(
+            "tracker_edge_click_context", "Click contexts (cookie, click id) seen by sale calls",
+            ["source", "outcome"], registry=r,
+        )  # fmt: skip
         self.published = Counter(
-            "tracker_edge_events_published",
-            "Events acknowledged by the broker",
-            ["topic"],
-            registry=self.registry,
+            "tracker_edge_events_published", "Events acknowledged by the broker", ["topic"],
+            registry=r,
+        )  # fmt: skip
+        self.spooled = Counter(
+            "tracker_edge_events_spooled", "Events written to the on-disk spool", registry=r
         )
         self.dropped = Counter(
-            "tracker_edge_events_dropped",
-            "Events dropped because the queue was full",
-            registry=self.registry,
+            "tracker_edge_events_dropped", "Events lost because the spool was full", registry=r
         )
         self.publish_errors = Counter(
-            "tracker_edge_publish_errors",
-            "Failed publish attempts (retried)",
-            registry=self.registry,
+            "tracker_edge_publish_errors", "Failed publish attempts (retried)", registry=r
         )
         self.queue_depth = Gauge(
-            "tracker_edge_queue_depth", "Events waiting to be published", registry=self.registry
+            "tracker_edge_queue_depth", "Events in memory waiting to be published", registry=r
+        )
+        self.spool_bytes = Gauge(
+            "tracker_edge_spool_bytes", "Bytes in the spool not yet published", registry=r
         )
         self.publish_latency = Histogram(
-            "tracker_edge_publish_batch_seconds",
-            "Time to publish one batch",
-            registry=self.registry,
+            "tracker_edge_publish_batch_seconds", "Time to publish one batch", registry=r
         )

@@ -1,30 +1,42 @@
-"""Publishing off the request path: handlers append to a queue, one task sends batches.
+"""Publishing off the request path, never losing an event to a slow or absent broker.
 
-The handler never awaits the broker: it appends an already-encoded message and returns. The
-background task connects (retrying while the broker is away), sends what is queued in
-batches and waits for the acknowledgements; a batch that fails goes back to the front of the
-queue, in order, and is retried with backoff.
+Handlers call :meth:`Publisher.publish`, which only appends: to the in-memory queue while
+the broker is healthy, otherwise (or when the queue is full) to the on-disk spool. Once
+anything is spooled, later events are spooled too until the spool is drained, so events
+reach Kafka in the order they were received. One background task sends the queue in
+batches, then the spool, and waits for the acknowledgements; a batch that fails moves to
+the spool with everything queued after it.
+
+What a hard kill (SIGKILL, power loss) can lose: with a healthy broker, the events sent
+but not yet acknowledged (one linger interval plus a round trip); while spooling, the
+appends of the last TRACKER_EDGE_SPOOL_SYNC_MS (they are fsync'd at that interval).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import struct
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from ingest.metrics import EdgeMetrics
 from ingest.settings import EdgeSettings
+from ingest.spool import Spool, SpoolFull
 from schemas.topics import ensure_topics
 
 logger = logging.getLogger(__name__)
 
 BATCH_MAX = 5000
 BACKOFF_MAX_S = 5.0
+SEND_TIMEOUT_S = 15.0
+_HEADER = struct.Struct(">HI")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,58 +45,128 @@ class Message:
     key: bytes
     value: bytes
 
+    def pack(self) -> bytes:
+        topic = self.topic.encode()
+        return _HEADER.pack(len(topic), len(self.key)) + topic + self.key + self.value
+
+    @classmethod
+    def unpack(cls, data: bytes) -> Message:
+        topic_length, key_length = _HEADER.unpack_from(data)
+        start = _HEADER.size
+        topic = data[start : start + topic_length].decode()
+        key = data[start + topic_length : start + topic_length + key_length]
+        return cls(topic, key, data[start + topic_length + key_length :])
+
 
 class Publisher:
-    def __init__(self, settings: EdgeSettings, metrics: EdgeMetrics) -> None:
+    def __init__(self, settings: EdgeSettings, metrics: EdgeMetrics, spool_dir: Path) -> None:
         self._settings = settings
         self._metrics = metrics
         self._queue: deque[Message] = deque()
+        self._spool = Spool(spool_dir, max_bytes=settings.spool_max_bytes)
         self._wakeup = asyncio.Event()
         self._closing = False
+        self._healthy = False
         self._producer: AIOKafkaProducer | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._last_drop_log = 0.0
+
+    # -- the request path ----------------------------------------------------------------------
+
+    def publish(self, topic: str, key: bytes, value: bytes) -> None:
+        """Queue one message; never blocks, never raises."""
+        message = Message(topic, key, value)
+        if self._healthy and self._spool.empty() and len(self._queue) < self._settings.queue_max:
+            self._queue.append(message)
+        else:
+            self._spool_messages([message])
+        self._wakeup.set()
+
+    # -- state for /readyz and /metrics --------------------------------------------------------
 
     @property
     def connected(self) -> bool:
-        return self._producer is not None
+        return self._healthy
 
     @property
     def depth(self) -> int:
         return len(self._queue)
 
-    def full(self) -> bool:
-        return len(self._queue) >= self._settings.queue_max
+    @property
+    def spool_bytes(self) -> int:
+        return self._spool.pending_bytes
 
-    def publish(self, topic: str, key: bytes, value: bytes) -> bool:
-        """Queue one message; False (counted, logged) if the queue is full."""
-        if len(self._queue) >= self._settings.queue_max:
-            self._metrics.dropped.inc()
-            logger.error("publish queue full (%d): event dropped", len(self._queue))
-            return False
-        self._queue.append(Message(topic, key, value))
-        self._wakeup.set()
-        return True
+    def spool_full(self) -> bool:
+        return self._spool.full()
+
+    # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="publisher")
+        self._tasks = [
+            asyncio.create_task(self._run(), name="publisher"),
+            asyncio.create_task(self._sync_spool(), name="spool-sync"),
+        ]
 
     async def close(self) -> None:
-        """Send what is queued (bounded by the drain timeout), then stop the producer."""
+        """Publish the queue and the spool (bounded by the drain timeout), then stop.
+
+        Whatever could not be sent in time stays in the spool, fsync'd, and is published by
+        the next start.
+        """
         self._closing = True
         self._wakeup.set()
-        if self._task is not None:
+        run, sync = self._tasks or (None, None)
+        if run is not None:
             try:
-                await asyncio.wait_for(self._task, timeout=self._settings.drain_timeout_s)
+                await asyncio.wait_for(asyncio.shield(run), timeout=self._settings.drain_timeout_s)
             except TimeoutError:
-                logger.error("drain timed out with %d events unsent", len(self._queue))
+                run.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await run
+        if sync is not None:
+            sync.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sync
+        if self._queue:
+            self._spool_messages(list(self._queue))
+            self._queue.clear()
+        self._spool.close()
+        if not self._spool.empty():
+            logger.warning(
+                "stopped with %d bytes spooled in %s; they are published at the next start",
+                self._spool.pending_bytes, self._spool.directory,
+            )  # fmt: skip
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
 
-    async def _connect(self) -> AIOKafkaProducer:
+    # -- background ----------------------------------------------------------------------------
+
+    def _spool_messages(self, messages: list[Message]) -> None:
+        for message in messages:
+            try:
+                self._spool.append(message.pack())
+                self._metrics.spooled.inc()
+            except SpoolFull:
+                self._metrics.dropped.inc()
+                now = time.monotonic()
+                if now - self._last_drop_log > 1.0:
+                    self._last_drop_log = now
+                    logger.error(
+                        "spool full (%d bytes): events are being dropped", self._spool.pending_bytes
+                    )
+        self._metrics.spool_bytes.set(self._spool.pending_bytes)
+
+    async def _sync_spool(self) -> None:
+        interval = self._settings.spool_sync_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            self._spool.sync()
+
+    async def _connect(self) -> AIOKafkaProducer | None:
         s = self._settings
         backoff = 0.2
-        while True:
+        while not self._closing:
             producer = AIOKafkaProducer(
                 bootstrap_servers=list(s.kafka_bootstrap),
                 acks="all",
@@ -92,73 +174,98 @@ class Publisher:
                 compression_type=s.kafka_compression,
                 linger_ms=s.kafka_linger_ms,
                 max_batch_size=s.kafka_batch_bytes,
+                request_timeout_ms=10_000,
             )
             try:
                 await ensure_topics(
-                    s.kafka_bootstrap,
-                    s.topics,
-                    partitions=s.kafka_partitions,
-                    replication=s.kafka_replication,
-                )
+                    s.kafka_bootstrap, s.topics,
+                    partitions=s.kafka_partitions, replication=s.kafka_replication,
+                )  # fmt: skip
                 await producer.start()
                 logger.info("connected to Kafka at %s", ",".join(s.kafka_bootstrap))
                 return producer
             except (KafkaError, OSError) as e:
                 await producer.stop()
-                if self._closing:
-                    raise
-                logger.warning("Kafka unreachable (%s); queueing, retry in %.1fs", e, backoff)
-                await asyncio.sleep(backoff)
+                logger.warning("Kafka unreachable (%s); spooling, retry in %.1fs", e, backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wait_closing(), timeout=backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
+        return None
+
+    async def _wait_closing(self) -> None:
+        while not self._closing:
+            self._wakeup.clear()
+            await self._wakeup.wait()
 
     async def _run(self) -> None:
-        try:
-            self._producer = await self._connect()
-        except (KafkaError, OSError):
-            logger.error("closing without a broker: %d events unsent", len(self._queue))
+        self._producer = await self._connect()
+        if self._producer is None:
             return
         backoff = 0.2
         while True:
-            if not self._queue:
-                if self._closing:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
+            if self._queue:
+                batch = [self._queue.popleft() for _ in range(min(BATCH_MAX, len(self._queue)))]
+                self._metrics.queue_depth.set(len(self._queue))
+                failed = await self._send(batch)
+                if failed:
+                    # Keep the order: the failed ones first, then whatever arrived since.
+                    self._healthy = False
+                    self._spool_messages(failed + list(self._queue))
+                    self._queue.clear()
+                    backoff = await self._back_off(backoff)
                 continue
-            batch = [self._queue.popleft() for _ in range(min(BATCH_MAX, len(self._queue)))]
-            self._metrics.queue_depth.set(len(self._queue))
-            failed = await self._send(batch)
-            if failed:
-                self._queue.extendleft(reversed(failed))
-                self._metrics.publish_errors.inc()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
-            else:
-                backoff = 0.2
+            if not self._spool.empty():
+                records, cursor = self._spool.read(BATCH_MAX)
+                failed = await self._send([Message.unpack(r) for r in records])
+                if failed:
+                    self._healthy = False
+                    backoff = await self._back_off(backoff)
+                else:
+                    self._spool.acknowledge(cursor)
+                    self._metrics.spool_bytes.set(self._spool.pending_bytes)
+                    backoff = 0.2
+                continue
+            self._healthy = True
+            backoff = 0.2
+            if self._closing:
+                return
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    async def _back_off(self, backoff: float) -> float:
+        self._metrics.publish_errors.inc()
+        if not self._closing:
+            await asyncio.sleep(backoff)
+        else:
+            await asyncio.sleep(min(backoff, 0.5))
+        return min(backoff * 2, BACKOFF_MAX_S)
 
     async def _send(self, batch: list[Message]) -> list[Message]:
         """Send a batch and wait for every acknowledgement; return the messages that failed."""
         assert self._producer is not None
         started = time.perf_counter()
         futures: list[asyncio.Future[object]] = []
-        unsent: list[Message] = []
         try:
             for m in batch:
                 futures.append(await self._producer.send(m.topic, m.value, key=m.key))
         except KafkaError as e:
-            # Everything from here on never reached the producer's buffer.
             logger.warning("publish failed before send: %s", e)
-            unsent = batch[len(futures) :]
-        results = await asyncio.gather(*futures, return_exceptions=True)
+        try:
+            results = await asyncio.wait_for(
+                asyncio.gather(*futures, return_exceptions=True), timeout=SEND_TIMEOUT_S
+            )
+        except TimeoutError:
+            logger.warning("no acknowledgement in %.0fs for %d events", SEND_TIMEOUT_S, len(batch))
+            return batch
         failed = [m for m, r in zip(batch, results, strict=False) if isinstance(r, BaseException)]
+        failed += batch[len(futures) :]  # never handed to the producer
         sent: dict[str, int] = {}
         for message, result in zip(batch, results, strict=False):
             if not isinstance(result, BaseException):
                 sent[message.topic] = sent.get(message.topic, 0) + 1
         for topic, count in sent.items():
             self._metrics.published.labels(topic).inc(count)
-        failed += unsent
         if failed:
-            logger.warning("%d of %d events failed to publish; retrying", len(failed), len(batch))
+            logger.warning("%d of %d events failed to publish", len(failed), len(batch))
         self._metrics.publish_latency.observe(time.perf_counter() - started)
         return failed

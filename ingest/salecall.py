@@ -54,7 +54,22 @@ def parse_query(query: str) -> tuple[dict[str, str], str]:
 def sale_call(
     query: str, *, event_id: str, received_at_ms: int, source: SaleSource = "pixel"
 ) -> SaleCall:
+    """The call a pixel query string describes."""
     values, problem = parse_query(query)
+    return sale_call_from_values(
+        values, problem, event_id=event_id, received_at_ms=received_at_ms, source=source
+    )
+
+
+def sale_call_from_values(
+    values: dict[str, str],
+    problem: str,
+    *,
+    event_id: str,
+    received_at_ms: int,
+    source: SaleSource,
+) -> SaleCall:
+    """The call that parameters (from a query string or a JSON body) describe."""
     universe = values.get("universe", "")
     amount_raw = values.get("amount", "")
     transaction_id = values.get("id", "")

@@ -3,17 +3,44 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
 
-from schemas.environ import Environ
+from schemas.environ import ConfigError, Environ
 from schemas.topics import Topics
+
+_UNIVERSE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+API_KEY_MIN_LENGTH = 24
+
+
+def parse_api_keys(name: str, raw: str) -> dict[str, str]:
+    """``universe:key,universe:key`` -> {key: universe}; several keys per universe allowed."""
+    keys: dict[str, str] = {}
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        universe, sep, key = item.partition(":")
+        if not sep or not _UNIVERSE.fullmatch(universe):
+            raise ConfigError(f"{name} entries must be universe:key, got an entry for {universe!r}")
+        if len(key) < API_KEY_MIN_LENGTH:
+            raise ConfigError(
+                f"{name}: the key of universe {universe!r} is shorter than "
+                f"{API_KEY_MIN_LENGTH} characters"
+            )
+        if key in keys:
+            raise ConfigError(f"{name}: one key is listed twice")
+        keys[key] = universe
+    return keys
 
 
 @dataclass(frozen=True, slots=True)
 class EdgeSettings:
     host: str
     port: int
+    public_url: str
     kafka_bootstrap: tuple[str, ...]
     topics: Topics
     kafka_partitions: int
@@ -24,6 +51,13 @@ class EdgeSettings:
     kafka_batch_bytes: int
     queue_max: int
     drain_timeout_s: int
+    spool_dir: Path
+    spool_max_bytes: int
+    spool_sync_ms: int
+    attribution_window_ms: int
+    trusted_proxy_hops: int
+    secret: str = field(repr=False)
+    api_keys: Mapping[str, str] = field(repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> EdgeSettings:
@@ -31,9 +65,14 @@ class EdgeSettings:
         compression = env.choice(
             "TRACKER_KAFKA_COMPRESSION", "lz4", ("none", "gzip", "lz4", "zstd", "snappy")
         )
+        port = env.port("TRACKER_EDGE_PORT", 8080)
+        public_url = env.http_url("TRACKER_EDGE_PUBLIC_URL", f"http://127.0.0.1:{port}")
+        if urlsplit(public_url).path not in ("", "/"):
+            raise ConfigError("TRACKER_EDGE_PUBLIC_URL must be scheme://host[:port] only")
         return cls(
             host=env.text("TRACKER_EDGE_HOST", "127.0.0.1"),
-            port=env.port("TRACKER_EDGE_PORT", 8080),
+            port=port,
+            public_url=public_url.rstrip("/"),
             kafka_bootstrap=env.bootstrap("TRACKER_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
             topics=Topics(env.text("TRACKER_TOPIC_PREFIX", "tracker.")),
             kafka_partitions=env.integer("TRACKER_KAFKA_PARTITIONS", 4, minimum=1),
@@ -42,6 +81,16 @@ class EdgeSettings:
             kafka_compression=None if compression == "none" else compression,
             kafka_linger_ms=env.integer("TRACKER_KAFKA_LINGER_MS", 10, maximum=10_000),
             kafka_batch_bytes=env.integer("TRACKER_KAFKA_BATCH_BYTES", 512 * 1024, minimum=1024),
-            queue_max=env.integer("TRACKER_EDGE_QUEUE_MAX", 200_000, minimum=1),
+            queue_max=env.integer("TRACKER_EDGE_QUEUE_MAX", 100_000, minimum=1),
             drain_timeout_s=env.integer("TRACKER_EDGE_DRAIN_TIMEOUT_S", 30, minimum=1),
+            spool_dir=Path(env.text("TRACKER_EDGE_SPOOL_DIR", ".data/spool")),
+            spool_max_bytes=env.integer("TRACKER_EDGE_SPOOL_MAX_MB", 1024, minimum=1) * 2**20,
+            spool_sync_ms=env.integer("TRACKER_EDGE_SPOOL_SYNC_MS", 100, minimum=1, maximum=5000),
+            attribution_window_ms=env.integer(
+                "TRACKER_ATTRIBUTION_WINDOW_DAYS", 30, minimum=1, maximum=3650
+            )
+            * 86_400_000,
+            trusted_proxy_hops=env.integer("TRACKER_TRUSTED_PROXY_HOPS", 0, maximum=10),
+            secret=env.secret("TRACKER_SECRET", min_length=32),
+            api_keys=parse_api_keys("TRACKER_API_KEYS", env.text("TRACKER_API_KEYS", ",")),
         )

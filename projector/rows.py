@@ -13,11 +13,11 @@ from schemas.events import Click, SaleCall
 SALES_CALLS_COLUMNS: Final = (
     "universe", "transaction_id", "event_id", "source", "status", "reason", "amount_raw",
     "amount", "currency", "customer_id", "campaign_id", "link_id", "product", "clicked_at",
-    "received_at", "kafka_topic", "kafka_partition", "kafka_offset",
+    "received_at", "client_hash", "kafka_topic", "kafka_partition", "kafka_offset",
 )  # fmt: skip
 CLICKS_COLUMNS: Final = (
     "universe", "customer_id", "campaign_id", "link_id", "product", "clicked_at", "event_id",
-    "kafka_topic", "kafka_partition", "kafka_offset",
+    "client_hash", "kafka_topic", "kafka_partition", "kafka_offset",
 )  # fmt: skip
 DEAD_LETTERS_COLUMNS: Final = (
     "kafka_topic", "kafka_partition", "kafka_offset", "reason", "payload",
@@ -44,14 +44,14 @@ def sales_call_row(
         decision.reason, call.amount_raw, Decimal(call.amount) if call.amount else ZERO,
         call.currency, a.customer_id, a.campaign_id, a.link_id, a.product,
         timestamp(a.clicked_at_ms) if a.clicked_at_ms else None,
-        timestamp(call.received_at_ms), *position,
+        timestamp(call.received_at_ms), call.client_hash, *position,
     )  # fmt: skip
 
 
 def click_row(click: Click, position: tuple[str, int, int]) -> Row:
     return (
         click.universe, click.customer_id, click.campaign_id, click.link_id, click.product,
-        timestamp(click.clicked_at_ms), click.event_id, *position,
+        timestamp(click.clicked_at_ms), click.event_id, click.client_hash, *position,
     )  # fmt: skip
 
 

@@ -58,6 +58,18 @@ class Environ:
             return False
         raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
+    def secret(self, name: str, *, min_length: int) -> str:
+        """A required secret; the error says what is wrong without echoing the value."""
+        value = self._environ.get(name, "")
+        if not value:
+            raise ConfigError(
+                f"{name} is required: a random secret of at least {min_length} characters "
+                "(for example: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        if len(value) < min_length:
+            raise ConfigError(f"{name} is too short: at least {min_length} characters are needed")
+        return value
+
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
         value = self.text(name, default)
         if value not in choices:

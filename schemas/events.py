@@ -55,6 +55,8 @@ class SaleCall:
     product: str = ""
     click_customer_id: str = ""
     clicked_at_ms: int = 0
+    # HMAC of the client IP with the edge's secret: lets ops spot a flood, stores no IP.
+    client_hash: str = ""
     v: int = SALE_SCHEMA_VERSION
 
     def kafka_key(self) -> bytes:
@@ -77,6 +79,7 @@ class Click:
     campaign_id: str
     link_id: str
     product: str
+    client_hash: str = ""
     v: int = CLICK_SCHEMA_VERSION
 
     def kafka_key(self) -> bytes:

@@ -66,9 +66,15 @@ def isolation() -> str:
     return "t" + uuid.uuid4().hex[:12]
 
 
+TEST_API_KEY = "test-key-0123456789abcdef0123"
+
+
 @pytest.fixture
-def service_env(services: Services, isolation: str) -> dict[str, str]:
+def service_env(services: Services, isolation: str, tmp_path: Path) -> dict[str, str]:
     return {
+        "TRACKER_SECRET": "test-secret-" + "x" * 32,
+        "TRACKER_API_KEYS": f"demo:{TEST_API_KEY},shop_b:other-key-0123456789abcdef01",
+        "TRACKER_EDGE_SPOOL_DIR": str(tmp_path / "spool"),
         "TRACKER_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
         "TRACKER_KAFKA_IDEMPOTENCE": "false" if services.local_kafka else "true",
         "TRACKER_CLICKHOUSE_URL": services.clickhouse_url,

@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS {database}.sales_calls_g{generation}
     product           LowCardinality(String),
     clicked_at        Nullable(DateTime64(3, 'UTC')),
     received_at       DateTime64(3, 'UTC'),
+    client_hash       String,
     kafka_topic       LowCardinality(String),
     kafka_partition   UInt32,
     kafka_offset      UInt64
@@ -45,6 +46,7 @@ CREATE TABLE IF NOT EXISTS {database}.clicks_g{generation}
     product           LowCardinality(String),
     clicked_at        DateTime64(3, 'UTC'),
     event_id          String,
+    client_hash       String,
     kafka_topic       LowCardinality(String),
     kafka_partition   UInt32,
     kafka_offset      UInt64

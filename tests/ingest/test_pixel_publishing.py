@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import http.client
+import string
+import threading
 
 import aiohttp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from yarl import URL
 
 from compose.processes import free_port
@@ -121,4 +126,49 @@ async def test_pixel_answers_at_once_while_the_broker_is_unreachable(
         async with session.get(base + "/metrics") as metrics:
             text = await metrics.text()
         assert 'tracker_edge_requests_total{endpoint="sales",outcome="accepted"} 20.0' in text
-        assert "tracker_edge_queue_depth 20.0" in text
+        # Nothing waits in memory for an absent broker: every event went to the disk spool.
+        assert "tracker_edge_events_spooled_total 20.0" in text
+        assert "tracker_edge_queue_depth 0.0" in text
+
+
+_PIECES = st.one_of(
+    st.sampled_from(["=", "&", "%", "+", ";", ",", ".", "-", "#", "?", "[", "]", "%zz", "%0"]),
+    st.sampled_from(["universe=demo", "amount=12,50", "amount=1e5", "id=x", "customer=", "click="]),
+    st.text(alphabet=string.ascii_letters + string.digits, max_size=6),
+    st.binary(min_size=1, max_size=4).map(lambda b: "".join(f"%{x:02X}" for x in b)),
+)
+
+
+def test_any_query_string_over_http_gets_the_gif(edge_settings: EdgeSettings) -> None:
+    """Property: whatever the query string, the answer is 200 and the GIF."""
+    ready = threading.Event()
+    stop: list[asyncio.Event] = []
+
+    async def serve() -> None:
+        stop.append(asyncio.Event())
+        async with running_edge(edge_settings):
+            ready.set()
+            await stop[0].wait()
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    assert ready.wait(30)
+    connection = http.client.HTTPConnection(edge_settings.host, edge_settings.port, timeout=10)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(_PIECES, max_size=40).map("".join))
+    def answers_the_gif(query: str) -> None:
+        connection.request("GET", "/sales.php?" + query)
+        response = connection.getresponse()
+        assert response.status == 200
+        assert response.getheader("Content-Type") == "image/gif"
+        assert response.read() == PIXEL
+
+    try:
+        answers_the_gif()
+    finally:
+        connection.close()
+        loop.call_soon_threadsafe(stop[0].set)
+        thread.join(timeout=60)
+        loop.close()

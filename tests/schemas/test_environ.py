@@ -4,13 +4,21 @@ from ingest.settings import EdgeSettings
 from projector.settings import ProjectorSettings
 from schemas.environ import ConfigError, mask_url
 
+SECRET = {"TRACKER_SECRET": "s" * 32}
 
-def test_edge_defaults_need_no_environment() -> None:
-    settings = EdgeSettings.from_env({})
+
+def test_edge_needs_nothing_but_a_secret() -> None:
+    settings = EdgeSettings.from_env(SECRET)
     assert settings.port == 8080
     assert settings.kafka_bootstrap == ("127.0.0.1:9092",)
     assert settings.topics.sales == "tracker.sales"
     assert settings.kafka_idempotence is True
+    assert "s" * 32 not in repr(settings)
+
+
+def test_edge_refuses_to_start_without_a_secret() -> None:
+    with pytest.raises(ConfigError, match="TRACKER_SECRET is required"):
+        EdgeSettings.from_env({})
 
 
 @pytest.mark.parametrize(
@@ -37,7 +45,7 @@ def test_edge_defaults_need_no_environment() -> None:
 )
 def test_edge_settings_errors_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as error:
-        EdgeSettings.from_env(env)
+        EdgeSettings.from_env({**SECRET, **env})
     assert str(error.value) == message
 
 

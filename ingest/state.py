@@ -1,0 +1,13 @@
+"""Typed keys of what the edge app holds, shared by its handlers."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ingest.metrics import EdgeMetrics
+from ingest.publisher import Publisher
+from ingest.settings import EdgeSettings
+
+SETTINGS = web.AppKey("settings", EdgeSettings)
+METRICS = web.AppKey("metrics", EdgeMetrics)
+PUBLISHER = web.AppKey("publisher", Publisher)

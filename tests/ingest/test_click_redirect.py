@@ -1,0 +1,208 @@
+"""Tracked links, the click cookie and the click id, against the real broker."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from collections.abc import Callable
+from http.cookies import SimpleCookie
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+import pytest
+from yarl import URL
+
+from helpers import read_topic, running_edge
+from ingest.click import CLICK_PARAMETER
+from ingest.settings import EdgeSettings
+from ingest.signing import ClickToken, Link, link_url, make_token, sign_link
+from schemas.events import decode_click, decode_sale
+
+ROOT = Path(__file__).resolve().parents[2]
+TARGET = "https://shop.example/landing?utm=mail#offer"
+
+
+def tracked(settings: EdgeSettings, base: str, **changes: str) -> str:
+    link = dataclasses.replace(
+        Link("demo", "alice", "spring", "hero", TARGET, "newsletter"), **changes
+    )
+    return link_url(base, settings.secret, link)
+
+
+async def follow(session: aiohttp.ClientSession, url: str) -> aiohttp.ClientResponse:
+    async with session.get(URL(url, encoded=True), allow_redirects=False) as response:
+        await response.read()
+        return response
+
+
+async def test_a_valid_link_publishes_the_click_sets_the_cookie_and_redirects(
+    edge_settings: EdgeSettings,
+) -> None:
+    async with running_edge(edge_settings) as base, aiohttp.ClientSession() as session:
+        response = await follow(session, tracked(edge_settings, base))
+
+    assert response.status == 302
+    location = urlsplit(response.headers["Location"])
+    assert (location.scheme, location.netloc, location.path, location.fragment) == (
+        "https", "shop.example", "/landing", "offer"
+    )  # fmt: skip
+    query = parse_qs(location.query)
+    assert query["utm"] == ["mail"]
+    token = query[CLICK_PARAMETER][0]
+
+    cookie = SimpleCookie(response.headers["Set-Cookie"])["trk_demo"]
+    assert cookie.value == token
+    assert cookie["httponly"] is True and cookie["secure"] is True
+    assert cookie["samesite"] == "None"
+    assert cookie["max-age"] == str(30 * 86400)
+    assert cookie["path"] == "/"
+    assert "alice" not in token or "@" not in token  # opaque ids only, never an e-mail
+
+    [record] = await read_topic(edge_settings.kafka_bootstrap[0], edge_settings.topics.clicks, 1)
+    click = decode_click(record.value)
+    assert (click.universe, click.customer_id, click.campaign_id, click.link_id, click.product) == (
+        "demo", "alice", "spring", "hero", "newsletter"
+    )  # fmt: skip
+    assert record.key == b"demo\x1falice"
+    assert len(click.client_hash) == 16  # hashed, never the address
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda url: url.replace("k=spring", "k=summer"),
+        lambda url: url.replace("shop.example", "evil.example"),
+        lambda url: url[: url.index("&s=")],
+        lambda url: url[:-1] + ("A" if url[-1] != "A" else "B"),
+        lambda url: url.replace("u=demo", "u=other"),
+    ],
+    ids=["campaign", "target", "unsigned", "signature", "universe"],
+)
+async def test_a_tampered_link_redirects_nowhere_sets_nothing_and_is_counted(
+    edge_settings: EdgeSettings, tamper: Callable[[str], str]
+) -> None:
+    async with running_edge(edge_settings) as base, aiohttp.ClientSession() as session:
+        response = await follow(session, tamper(tracked(edge_settings, base)))
+        assert response.status == 400
+        assert "Location" not in response.headers
+        assert "Set-Cookie" not in response.headers
+        async with session.get(base + "/metrics") as metrics:
+            text = await metrics.text()
+    assert 'tracker_edge_clicks_total{outcome="link_bad_signature"}' in text or (
+        'tracker_edge_clicks_total{outcome="link_unsigned"}' in text
+    )
+    assert (
+        await read_topic(
+            edge_settings.kafka_bootstrap[0], edge_settings.topics.clicks, 0, timeout=3
+        )
+        == []
+    )
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "javascript:alert(1)",
+        "https://shop.example/\r\nSet-Cookie: x=y",
+        "//evil.example/",
+        "data:text/html,x",
+    ],
+)
+async def test_an_unsafe_target_is_refused_even_when_signed(
+    edge_settings: EdgeSettings, target: str
+) -> None:
+    link = Link("demo", "alice", "spring", "hero", target)
+    async with running_edge(edge_settings) as base, aiohttp.ClientSession() as session:
+        url = link_url(base, edge_settings.secret, link)
+        assert url.endswith(sign_link(edge_settings.secret, link))
+        response = await follow(session, url)
+    assert response.status == 400
+    assert "Location" not in response.headers
+
+
+def test_sign_link_prints_a_working_link_and_refuses_unsafe_targets(
+    service_env: dict[str, str],
+) -> None:
+    env = {**service_env, "TRACKER_EDGE_PUBLIC_URL": "https://t.example"}
+    args = ["--universe", "demo", "--customer", "c1", "--campaign", "k", "--link", "l"]
+    ok = subprocess.run(
+        [sys.executable, "-m", "ingest", "sign-link", *args, "--url", "https://shop.example/"],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("https://t.example/click?u=demo&c=c1&k=k&l=l&url=")
+    bad = subprocess.run(
+        [sys.executable, "-m", "ingest", "sign-link", *args, "--url", "javascript:alert(1)"],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "error: cannot sign this link: unsafe_target"
+
+
+async def test_the_pixel_picks_up_the_cookie_and_the_click_id(edge_settings: EdgeSettings) -> None:
+    async with running_edge(edge_settings) as base, aiohttp.ClientSession() as session:
+        # A browser: the click sets the cookie (sent back over https only; set by hand here).
+        first = await follow(session, tracked(edge_settings, base))
+        cookie_token = SimpleCookie(first.headers["Set-Cookie"])["trk_demo"].value
+        later = await follow(
+            session, tracked(edge_settings, base, campaign_id="summer", link_id="footer")
+        )
+        click_id = parse_qs(urlsplit(later.headers["Location"]).query)[CLICK_PARAMETER][0]
+
+        headers = {"Cookie": f"trk_demo={cookie_token}"}
+        async with session.get(
+            f"{base}/sales.php?universe=demo&amount=10&id=by-cookie", headers=headers
+        ) as r:
+            assert r.status == 200
+        async with session.get(
+            f"{base}/sales.php?universe=demo&amount=10&id=by-click&click={click_id}"
+        ) as r:
+            assert r.status == 200
+        # Both: the more recent click wins.
+        async with session.get(
+            f"{base}/sales.php?universe=demo&amount=10&id=both&click={click_id}", headers=headers
+        ) as r:
+            assert r.status == 200
+
+    records = await read_topic(edge_settings.kafka_bootstrap[0], edge_settings.topics.sales, 3)
+    calls = {c.transaction_id: c for c in map(decode_sale, (r.value for r in records))}
+    assert (calls["by-cookie"].campaign_id, calls["by-cookie"].link_id) == ("spring", "hero")
+    assert (calls["by-click"].campaign_id, calls["by-click"].link_id) == ("summer", "footer")
+    assert calls["both"].campaign_id == "summer"
+    assert calls["by-cookie"].click_customer_id == "alice"
+    assert calls["by-cookie"].clicked_at_ms > 0
+
+
+async def test_forged_expired_and_foreign_contexts_are_ignored_and_counted(
+    edge_settings: EdgeSettings,
+) -> None:
+    now = 1_900_000_000_000
+    forged = make_token(
+        "another-secret-" + "y" * 30, ClickToken("demo", "c", "k", "l", "", now, "x")
+    )
+    expired = make_token(edge_settings.secret, ClickToken("demo", "c", "old", "l", "", 1, "x"))
+    foreign = make_token(edge_settings.secret, ClickToken("other", "c", "k", "l", "", now, "x"))
+    async with running_edge(edge_settings) as base, aiohttp.ClientSession() as session:
+        for i, token in enumerate((forged, expired, foreign, "not-a-token")):
+            async with session.get(
+                f"{base}/sales.php?universe=demo&amount=1&id=t{i}",
+                headers={"Cookie": f"trk_demo={token}"},
+            ) as r:
+                assert r.status == 200
+        async with session.get(base + "/metrics") as m:
+            text = await m.text()
+    for reason in (
+        "context_forged",
+        "context_expired",
+        "context_other_universe",
+        "context_malformed",
+    ):
+        assert f'tracker_edge_click_context_total{{outcome="{reason}",source="cookie"}} 1.0' in text
+    records = await read_topic(edge_settings.kafka_bootstrap[0], edge_settings.topics.sales, 4)
+    calls = [decode_sale(r.value) for r in records]
+    assert len(calls) == 4
+    assert all(
+        c.status == "accepted" and c.campaign_id == "" and c.clicked_at_ms == 0 for c in calls
+    )
