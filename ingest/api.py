@@ -9,17 +9,16 @@ that ops see every call.
 
 from __future__ import annotations
 
-import dataclasses
 import hmac
 import time
-import uuid
 from decimal import Decimal
 from typing import Any, Final
 
 import orjson
 from aiohttp import web
 
-from ingest.pixel import resolve_context, with_context
+from ingest.ids import new_event_id
+from ingest.pixel import resolve_context
 from ingest.privacy import client_address, client_hash
 from ingest.salecall import sale_call_from_values
 from ingest.state import METRICS, PUBLISHER, SETTINGS
@@ -107,12 +106,13 @@ async def report_sales(request: web.Request) -> web.Response:  # noqa: PLR0911 -
     for index, item in enumerate(items):
         values, problem, message = item_values(item, universe)
         call = sale_call_from_values(
-            values, problem, event_id=uuid.uuid4().hex, received_at_ms=received_at_ms,
-            source="api",
+            values, problem, event_id=new_event_id(), received_at_ms=received_at_ms,
+            source="api", client_hash=hashed,
+            context=lambda universe, click_id: resolve_context(
+                click_id, "", universe=universe, now_ms=received_at_ms, settings=settings,
+                metrics=metrics,
+            ),
         )  # fmt: skip
-        if call.status == "accepted":
-            call = with_context(call, resolve_context(call, "", settings, metrics))
-        call = dataclasses.replace(call, client_hash=hashed)
         app[PUBLISHER].publish(settings.topics.sales, call.kafka_key(), encode(call))
         if call.status == "accepted":
             accepted += 1

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from aiohttp import web
 
+from ingest.ids import new_event_id
 from ingest.pixel import cookie_name
 from ingest.privacy import client_address, client_hash
 from ingest.salecall import OPAQUE_ID, UNIVERSE
@@ -95,7 +95,7 @@ async def follow_link(request: web.Request) -> web.Response:
         )  # fmt: skip
 
     now_ms = time.time_ns() // 1_000_000
-    click_id = uuid.uuid4().hex
+    click_id = new_event_id()
     address = client_address(
         request.remote, request.headers.get("X-Forwarded-For"), settings.trusted_proxy_hops
     )

@@ -12,6 +12,9 @@ class EdgeMetrics:
             "tracker_edge_requests", "Requests by endpoint and outcome",
             ["endpoint", "outcome"], registry=r,
         )  # fmt: skip
+        # Bound once: looking a label set up per request shows in profiles.
+        self.sales_accepted = self.requests.labels("sales", "accepted")
+        self.sales_rejected = self.requests.labels("sales", "rejected")
         self.rejects = Counter(
             "tracker_edge_rejects", "Rejected sale calls by reason", ["reason"], registry=r
         )

@@ -118,7 +118,7 @@ class Projector:
     ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.ready = False
+        self._consumer: AIOKafkaConsumer | None = None
         self.lock = asyncio.Lock()
         self.rewound: dict[TopicPartition, int] = {}
         self._fixed_generation = generation
@@ -128,6 +128,11 @@ class Projector:
         self._cache = CountedCache(settings.dedupe_cache_size)
         self._batches_written = 0
         self.progress: Callable[[AIOKafkaConsumer], Awaitable[None]] | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Consuming: partitions are assigned (a group join can take seconds)."""
+        return self._consumer is not None and bool(self._consumer.assignment())
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -156,7 +161,7 @@ class Projector:
                 sink = ClickHouseSink(store, self.metrics)
                 await self._loop(_Run(consumer, store, sink, dead_letters, stop), burst=burst)
             finally:
-                self.ready = False
+                self._consumer = None
                 await consumer.stop()
                 await dead_letters.stop()
         finally:
@@ -198,7 +203,7 @@ class Projector:
 
     async def _loop(self, r: _Run, *, burst: bool) -> None:
         s = self.settings
-        self.ready = True
+        self._consumer = r.consumer
         idle_rounds = 0
         logger.info(
             "projecting %s into %s generation %d",

@@ -1,0 +1,34 @@
+"""`make bench BENCH_SCALE=small` keeps working. No speed is asserted here: goals are judged
+from the full run only."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_small_benchmark_runs_end_to_end_and_checks_its_totals(tmp_path: Path) -> None:
+    out = tmp_path / "benchmarks.md"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKER_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--scale", "small", "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = out.read_text()
+    for section in ("## Edge vs a bare aiohttp app", "## Projector", "## Freshness", "## Memory"):
+        assert section in report
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["projector"]["exact"] is True
+    assert {(r["target"], r["workers"]) for r in data["edge"]} == {
+        ("baseline", 1), ("edge", 1), ("baseline", 2), ("edge", 2)
+    }  # fmt: skip
+    edges = [r for r in data["edge"] if "published_total" in r]
+    assert all(r["published_total"] >= r["answered_total"] > 0 for r in edges)
+    assert data["freshness"]["visible"] == data["freshness"]["sales"]
+    assert out.with_suffix(".png").stat().st_size > 10_000
