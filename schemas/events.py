@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, fields
 from typing import Any, Final, Literal, TypeVar
 
+import msgspec
 import orjson
 
 SALE_SCHEMA_VERSION: Final = 1
@@ -123,8 +124,23 @@ def _decode(payload: bytes | None, cls: type[E], version: int) -> dict[str, Any]
     return values
 
 
+# msgspec decodes and type-checks straight into the dataclasses, in C: about 2 us an event
+# against 18 us for the checks below, which the projector spent half its time on (py-spy).
+# The checks below still run for anything msgspec refuses, to say precisely why.
+_SALE_DECODER: Final = msgspec.json.Decoder(SaleCall)
+_CLICK_DECODER: Final = msgspec.json.Decoder(Click)
+
+
 def decode_sale(payload: bytes | None) -> SaleCall:
     """Decode and validate one sale call; raise :class:`EventDecodeError` with the reason."""
+    if payload is not None:
+        try:
+            call = _SALE_DECODER.decode(payload)
+        except msgspec.MsgspecError:
+            pass
+        else:
+            if call.v == SALE_SCHEMA_VERSION and call.received_at_ms >= 0 <= call.clicked_at_ms:
+                return call
     values = _decode(payload, SaleCall, SALE_SCHEMA_VERSION)
     if values["source"] not in ("pixel", "api"):
         raise EventDecodeError(f"unknown source {values['source']!r}")
@@ -135,4 +151,12 @@ def decode_sale(payload: bytes | None) -> SaleCall:
 
 def decode_click(payload: bytes | None) -> Click:
     """Decode and validate one click; raise :class:`EventDecodeError` with the reason."""
+    if payload is not None:
+        try:
+            click = _CLICK_DECODER.decode(payload)
+        except msgspec.MsgspecError:
+            pass
+        else:
+            if click.v == CLICK_SCHEMA_VERSION and click.clicked_at_ms >= 0:
+                return click
     return Click(**_decode(payload, Click, CLICK_SCHEMA_VERSION))

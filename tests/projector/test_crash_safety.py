@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
@@ -11,11 +12,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import clickhouse_connect
 import pytest
 from clickhouse_connect.driver.asyncclient import AsyncClient
 
-from compose.processes import free_port
-from helpers import produce, settled
+from compose.processes import Service, free_port, http_check
+from compose.stack import Stack
+from helpers import produce, running_projector, settled
 from projector.loop import Projector
 from projector.metrics import ProjectorMetrics
 from projector.settings import ProjectorSettings
@@ -137,3 +140,43 @@ async def test_two_projectors_share_the_work_and_one_killed_midway_loses_nothing
     assert as_dict(await actual(ch, db)) == as_dict(oracle(clicks, calls))
     second.stop()
     assert second.popen.returncode == 0
+
+
+async def test_a_clickhouse_outage_pauses_the_projector_and_loses_nothing(
+    tmp_path: Path, projector_settings: ProjectorSettings
+) -> None:
+    port = free_port()
+    clickhouse = Service(
+        name="clickhouse-own",
+        argv=[sys.executable, "-m", "compose.clickhouse_server",
+              "--data-dir", str(tmp_path / "ch"), "--port", str(port)],
+        cwd=ROOT, health=http_check(f"http://127.0.0.1:{port}/ping", "Ok."),
+    )  # fmt: skip
+    stack = Stack([clickhouse], tmp_path / "logs")
+    stack.start()
+    settings = dataclasses.replace(projector_settings, clickhouse_url=f"http://127.0.0.1:{port}")
+    db = settings.clickhouse_database
+    clicks, calls = generate(seed=9, sales=600)
+    try:
+        async with running_projector(settings):
+            ch = await clickhouse_connect.get_async_client(dsn=settings.clickhouse_url)
+            await produce(settings, clicks)
+            await settled(ch, db, len(clicks))
+            await produce(settings, calls[:300])
+            await settled(ch, db, len(clicks) + 300)
+            await ch.close()
+
+            await asyncio.to_thread(clickhouse.stop)  # ClickHouse goes away mid-stream
+            await produce(settings, calls[300:])
+            await asyncio.sleep(3)  # the projector backs off and retries meanwhile
+            await asyncio.to_thread(clickhouse.start, tmp_path / "logs")
+            await asyncio.to_thread(clickhouse.wait_healthy)
+
+            ch = await clickhouse_connect.get_async_client(dsn=settings.clickhouse_url)
+            try:
+                await settled(ch, db, len(clicks) + len(calls), timeout=120)
+                assert as_dict(await actual(ch, db)) == as_dict(oracle(clicks, calls))
+            finally:
+                await ch.close()
+    finally:
+        stack.stop()
