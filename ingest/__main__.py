@@ -20,6 +20,7 @@ from ingest.click import link_problem
 from ingest.settings import EdgeSettings
 from ingest.signing import Link, link_url
 from schemas.environ import ConfigError
+from schemas.logs import configure as configure_logs
 
 logger = logging.getLogger("ingest")
 
@@ -91,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0].startswith("-"):
         argv = ["serve", *argv]
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s edge %(levelname)s %(message)s")
     try:
+        configure_logs("edge")
         settings = EdgeSettings.from_env()
         if args.command == "sign-link":
             link = Link(

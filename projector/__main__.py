@@ -18,6 +18,7 @@ from projector.metrics import ProjectorMetrics
 from projector.rebuild import rebuild
 from projector.settings import ProjectorSettings
 from schemas.environ import ConfigError
+from schemas.logs import configure as configure_logs
 
 logger = logging.getLogger("projector")
 
@@ -52,10 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         help="drop the replaced tables 30 s after the swap (default: keep them)",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s projector %(levelname)s %(name)s %(message)s"
-    )
     try:
+        configure_logs("projector")
         settings = ProjectorSettings.from_env()
     except ConfigError as e:
         print(f"configuration error: {e}", file=sys.stderr)
