@@ -131,16 +131,25 @@ _SALE_DECODER: Final = msgspec.json.Decoder(SaleCall)
 _CLICK_DECODER: Final = msgspec.json.Decoder(Click)
 
 
+def _fast(decoder: msgspec.json.Decoder[E], payload: bytes | None, version: int) -> E | None:
+    """The event if msgspec takes it as it is; None sends it through the precise checks."""
+    if payload is None:
+        return None
+    try:
+        event = decoder.decode(payload)
+    except msgspec.MsgspecError:
+        return None
+    valid = event.v == version and event.clicked_at_ms >= 0
+    if isinstance(event, SaleCall):
+        valid = valid and event.received_at_ms >= 0
+    return event if valid else None
+
+
 def decode_sale(payload: bytes | None) -> SaleCall:
     """Decode and validate one sale call; raise :class:`EventDecodeError` with the reason."""
-    if payload is not None:
-        try:
-            call = _SALE_DECODER.decode(payload)
-        except msgspec.MsgspecError:
-            pass
-        else:
-            if call.v == SALE_SCHEMA_VERSION and call.received_at_ms >= 0 <= call.clicked_at_ms:
-                return call
+    call = _fast(_SALE_DECODER, payload, SALE_SCHEMA_VERSION)
+    if call is not None:
+        return call
     values = _decode(payload, SaleCall, SALE_SCHEMA_VERSION)
     if values["source"] not in ("pixel", "api"):
         raise EventDecodeError(f"unknown source {values['source']!r}")
@@ -151,12 +160,7 @@ def decode_sale(payload: bytes | None) -> SaleCall:
 
 def decode_click(payload: bytes | None) -> Click:
     """Decode and validate one click; raise :class:`EventDecodeError` with the reason."""
-    if payload is not None:
-        try:
-            click = _CLICK_DECODER.decode(payload)
-        except msgspec.MsgspecError:
-            pass
-        else:
-            if click.v == CLICK_SCHEMA_VERSION and click.clicked_at_ms >= 0:
-                return click
+    click = _fast(_CLICK_DECODER, payload, CLICK_SCHEMA_VERSION)
+    if click is not None:
+        return click
     return Click(**_decode(payload, Click, CLICK_SCHEMA_VERSION))
