@@ -28,7 +28,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from projector.attribution import Touch, attribute, carried_touch, customer_of, qualifies
-from projector.dedupe import CountedCache, Decision, DedupeKey, decide, dedupe_key
+from projector.dedupe import COUNTED, CountedCache, DedupeKey, decide, dedupe_key
 from projector.errors import ProjectorError
 from projector.metrics import ProjectorMetrics
 from projector.positions import plan
@@ -44,9 +44,11 @@ logger = logging.getLogger(__name__)
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 Batch: TypeAlias = dict[TopicPartition, list[Record]]
 Position = tuple[str, int, int]
+_Failure = tuple[Record, Position, str]
 T = TypeVar("T")
 
 BACKOFF_MAX_S = 10.0
+GENERATION_TTL_S = 1.0
 
 
 async def retrying(what: str, action: Callable[[], Awaitable[T]], stop: asyncio.Event) -> T:
@@ -125,6 +127,7 @@ class Projector:
         self._topics = topics or (settings.topics.clicks, settings.topics.sales)
         self._pending_counted: list[tuple[DedupeKey, str]] = []
         self._generation = 0
+        self._generation_read_at = -GENERATION_TTL_S
         self._cache = CountedCache(settings.dedupe_cache_size)
         self._batches_written = 0
         self.progress: Callable[[AIOKafkaConsumer], Awaitable[None]] | None = None
@@ -151,7 +154,7 @@ class Projector:
                 s.kafka_bootstrap, s.topics, partitions=s.kafka_partitions,
                 replication=s.kafka_replication,
             )  # fmt: skip
-            consumer = await self._start_consumer()
+            consumer = await self._start_consumer(store, stop)
             dead_letters = AIOKafkaProducer(
                 bootstrap_servers=list(s.kafka_bootstrap), acks="all",
                 enable_idempotence=s.kafka_idempotence,
@@ -167,7 +170,7 @@ class Projector:
         finally:
             await store.close()
 
-    async def _start_consumer(self) -> AIOKafkaConsumer:
+    async def _start_consumer(self, store: Store, stop: asyncio.Event) -> AIOKafkaConsumer:
         s = self.settings
         topics = self._topics
         consumer = AIOKafkaConsumer(
@@ -186,7 +189,15 @@ class Projector:
                 for p in sorted(await self._partitions(consumer, topic))
             ]
             consumer.assign(partitions)
-            await consumer.seek_to_beginning(*partitions)
+            # Start where the generation's tables end: the rebuild's second pass does not
+            # fetch again the clicks its first pass wrote.
+            generation = self._fixed_generation
+            written = await retrying(
+                "read positions", lambda: store.next_offsets(generation, partitions), stop
+            )
+            await consumer.seek_to_beginning(*[tp for tp in partitions if tp not in written])
+            for tp, offset in written.items():
+                consumer.seek(tp, offset)
         else:
             consumer.subscribe(topics, listener=_FinishBatchBeforeRevoke(self))
         return consumer
@@ -204,7 +215,6 @@ class Projector:
     async def _loop(self, r: _Run, *, burst: bool) -> None:
         s = self.settings
         self._consumer = r.consumer
-        idle_rounds = 0
         logger.info(
             "projecting %s into %s generation %d",
             " and ".join(self._topics), s.clickhouse_database, self._generation,
@@ -215,11 +225,9 @@ class Projector:
             )
             batch = {tp: records for tp, records in batch.items() if records}
             if not batch:
-                idle_rounds += 1
-                if burst and idle_rounds >= 2 and await self._caught_up(r.consumer):
+                if burst and await self._caught_up(r.consumer):
                     return
                 continue
-            idle_rounds = 0
             async with self.lock:
                 started = time.perf_counter()
                 kept = await self._project(batch, r)
@@ -228,6 +236,8 @@ class Projector:
             await self._record_lag(r.consumer)
             if self.progress is not None:
                 await self.progress(r.consumer)
+            if burst and await self._caught_up(r.consumer):
+                return
 
     # -- one batch ----------------------------------------------------------------------------
 
@@ -237,8 +247,13 @@ class Projector:
         generation = await self._current_generation(store, stop)
         sink.clear(generation)
         spans = {tp: (records[0].offset, records[-1].offset) for tp, records in batch.items()}
-        next_offsets = await retrying(
-            "read positions", lambda: store.next_offsets(generation, spans), stop
+        clicks, calls, failures = self._decode(batch)
+        # The three look-ups do not depend on each other: one concurrent round trip. The
+        # last two may cover records the plan then skips; extra answers are facts all the same.
+        next_offsets, counted, stored = await asyncio.gather(
+            retrying("read positions", lambda: store.next_offsets(generation, spans), stop),
+            self._counted(generation, calls, r),
+            self._stored_touches(generation, calls, r),
         )
         p = plan(spans, next_offsets, self.rewound)
         for tp, offset in p.rewind_to.items():
@@ -253,69 +268,91 @@ class Projector:
                 "%s[%d]: offsets %d..%d are gone from the log (retention?); moving on",
                 tp.topic, tp.partition, expected, first - 1,
             )  # fmt: skip
-        kept = {
-            tp: [r for r in records if r.offset >= p.keep_from[tp]]
-            for tp, records in batch.items()
-            if tp in p.keep_from
-        }
-
-        clicks: list[tuple[Click, Position]] = []
-        calls: list[tuple[SaleCall, Position]] = []
-        for tp, records in kept.items():
-            for record in records:
-                position = (record.topic, record.partition, record.offset)
-                try:
-                    if record.topic == self.settings.topics.sales:
-                        calls.append((decode_sale(record.value), position))
-                    else:
-                        clicks.append((decode_click(record.value), position))
-                except EventDecodeError as e:
-                    await self._dead_letter(r.dead_letters, record, str(e))
-                    sink.dead_letters.add(
-                        dead_letter_row(position, str(e), record.value), *position
-                    )
-            self.metrics.events.labels(tp.topic).inc(len(records))
-        self.metrics.batch_size.observe(sum(len(r) for r in kept.values()))
+        if p.rewind_to or any(p.keep_from[tp] != first for tp, (first, _) in spans.items()):
+            keep = {(tp.topic, tp.partition): first for tp, first in p.keep_from.items()}
+            clicks = [(c, at) for c, at in clicks if at[2] >= keep.get(at[:2], at[2] + 1)]
+            calls = [(c, at) for c, at in calls if at[2] >= keep.get(at[:2], at[2] + 1)]
+            failures = [f for f in failures if f[1][2] >= keep.get(f[1][:2], f[1][2] + 1)]
+        for record, position, reason in failures:
+            await self._dead_letter(r.dead_letters, record, reason)
+            sink.dead_letters.add(dead_letter_row(position, reason, record.value), *position)
+        for tp, first in p.keep_from.items():
+            kept = sum(1 for record in batch[tp] if record.offset >= first)
+            self.metrics.events.labels(tp.topic).inc(kept)
+        self.metrics.batch_size.observe(len(clicks) + len(calls) + len(failures))
 
         for click, position in clicks:
             sink.clicks.add(click_row(click, position), *position)
-
-        decisions = await self._decide(generation, [c for c, _ in calls], r)
-        touches = await self._touches(generation, calls, decisions, clicks, r)
+        decisions = decide([c for c, _ in calls], counted)
+        touches = self._touches(stored, calls, clicks)
         window = self.settings.attribution_window_ms
+        pending: list[tuple[DedupeKey, str]] = []
         for (call, position), decision in zip(calls, decisions, strict=True):
             attribution = None
-            if decision.status == "counted":
+            if decision is COUNTED:
                 attribution = attribute(
                     call, touches.get((call.universe, customer_of(call)), ()), window
                 )
+                pending.append((dedupe_key(call), call.event_id))
             elif decision.status == "duplicate":
                 self.metrics.duplicates.labels(decision.reason).inc()
             else:
                 self.metrics.rejects.labels(decision.reason).inc()
             sink.calls.add(sales_call_row(call, decision, attribution, position), *position)
-        self._pending_counted = [
-            (dedupe_key(call), call.event_id)
-            for (call, _), d in zip(calls, decisions, strict=True)
-            if d.status == "counted"
-        ]
+        self._pending_counted = pending
         return {tp: records for tp, records in batch.items() if tp not in p.rewind_to}
 
+    def _decode(
+        self, batch: Batch
+    ) -> tuple[list[tuple[Click, Position]], list[tuple[SaleCall, Position]], list[_Failure]]:
+        """Decoded clicks and calls; what does not decode becomes a dead letter, with why."""
+        sales_topic = self.settings.topics.sales
+        clicks: list[tuple[Click, Position]] = []
+        calls: list[tuple[SaleCall, Position]] = []
+        failures: list[_Failure] = []
+        for tp, records in batch.items():
+            sales = tp.topic == sales_topic
+            for record in records:
+                position = (record.topic, record.partition, record.offset)
+                try:
+                    if sales:
+                        calls.append((decode_sale(record.value), position))
+                    else:
+                        clicks.append((decode_click(record.value), position))
+                except EventDecodeError as e:
+                    failures.append((record, position, str(e)))
+        return clicks, calls, failures
+
     async def _current_generation(self, store: Store, stop: asyncio.Event) -> int:
+        """The generation to write; in live mode re-read at most every GENERATION_TTL_S.
+
+        A rebuild's switch is seen within that time: until then batches still go to the
+        previous tables (kept for ``rebuild --drop-previous``'s grace), and the switch
+        rewinds to where the new tables end, so nothing is lost either way.
+        """
         if self._fixed_generation:
             return self._fixed_generation
+        now = time.monotonic()
+        if now - self._generation_read_at < GENERATION_TTL_S:
+            return self._generation
         live = await retrying("read the live generation", store.live_generation, stop)
+        self._generation_read_at = now
         if live != self._generation:
             logger.warning("live generation is now %d (was %d)", live, self._generation)
             self._generation = live
             self.rewound.clear()
         return live
 
-    async def _decide(self, generation: int, calls: list[SaleCall], r: _Run) -> list[Decision]:
-        keys = {dedupe_key(c) for c in calls if c.status == "accepted"}
+    async def _counted(
+        self, generation: int, calls: list[tuple[SaleCall, Position]], r: _Run
+    ) -> dict[DedupeKey, str]:
+        """What is already counted among the calls' keys: from the cache, else ClickHouse."""
         known: dict[DedupeKey, str] = {}
         unknown: set[DedupeKey] = set()
-        for key in keys:
+        for call, _ in calls:
+            if call.status != "accepted":
+                continue
+            key = dedupe_key(call)
             event_id = self._cache.get(key)
             if event_id is None:
                 unknown.add(key)
@@ -329,22 +366,17 @@ class Projector:
             )
             self._cache.put_all(found.items())
             known.update(found)
-        return decide(calls, known)
+        return known
 
-    async def _touches(
-        self,
-        generation: int,
-        calls: list[tuple[SaleCall, Position]],
-        decisions: list[Decision],
-        clicks: list[tuple[Click, Position]],
-        r: _Run,
-    ) -> dict[tuple[str, str], list[Touch]]:
-        """Stored and same-batch clicks of the customers whose sales need a look-up."""
+    async def _stored_touches(
+        self, generation: int, calls: list[tuple[SaleCall, Position]], r: _Run
+    ) -> list[Touch]:
+        """Stored clicks of the customers whose accepted sales carry no qualifying click."""
         window = self.settings.attribution_window_ms
         needing = [
             call
-            for (call, _), decision in zip(calls, decisions, strict=True)
-            if decision.status == "counted"
+            for call, _ in calls
+            if call.status == "accepted"
             and customer_of(call)
             and not (
                 (carried := carried_touch(call)) is not None
@@ -352,24 +384,35 @@ class Projector:
             )
         ]
         if not needing:
-            return {}
+            return []
         customers = {(c.universe, customer_of(c)) for c in needing}
         since = min(c.received_at_ms for c in needing) - window
         until = max(c.received_at_ms for c in needing)
-        stored = await retrying(
+        return await retrying(
             "look up clicks",
             lambda: r.store.clicks_of(generation, customers, since, until),
             r.stop,
         )
-        same_batch = [
-            Touch(c.universe, c.customer_id, c.campaign_id, c.link_id, c.product,
-                  c.clicked_at_ms, c.event_id)
-            for c, _ in clicks
-            if (c.universe, c.customer_id) in customers
-        ]  # fmt: skip
+
+    @staticmethod
+    def _touches(
+        stored: list[Touch],
+        calls: list[tuple[SaleCall, Position]],
+        clicks: list[tuple[Click, Position]],
+    ) -> dict[tuple[str, str], list[Touch]]:
+        """Stored and same-batch clicks, by (universe, customer)."""
         touches: dict[tuple[str, str], list[Touch]] = {}
-        for touch in [*stored, *same_batch]:
+        for touch in stored:
             touches.setdefault((touch.universe, touch.customer_id), []).append(touch)
+        if not clicks:
+            return touches
+        buyers = {(call.universe, customer_of(call)) for call, _ in calls}
+        for c, _ in clicks:
+            key = (c.universe, c.customer_id)
+            if key in buyers:
+                touch = Touch(c.universe, c.customer_id, c.campaign_id, c.link_id, c.product,
+                              c.clicked_at_ms, c.event_id)  # fmt: skip
+                touches.setdefault(key, []).append(touch)
         return touches
 
     async def _dead_letter(self, producer: AIOKafkaProducer, record: Record, reason: str) -> None:
@@ -409,13 +452,16 @@ class Projector:
     # -- progress -----------------------------------------------------------------------------
 
     async def _caught_up(self, consumer: AIOKafkaConsumer) -> bool:
-        """Every assigned partition read up to its high watermark (as of the last fetch)."""
+        """Every assigned partition read up to its high watermark (as of the last fetch).
+
+        A partition not fetched yet has no known watermark: not caught up.
+        """
         assignment = consumer.assignment()
         if not assignment:
             return False
         for tp in assignment:
             highwater = consumer.highwater(tp)
-            if highwater is not None and await consumer.position(tp) < highwater:
+            if highwater is None or await consumer.position(tp) < highwater:
                 return False
         return True
 

@@ -12,9 +12,11 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import clickhouse_connect
+import orjson
 from aiokafka import TopicPartition
 from clickhouse_connect.driver.asyncclient import AsyncClient
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+from clickhouse_connect.driver.external import ExternalData
 
 from projector.attribution import Touch
 from projector.dedupe import DedupeKey
@@ -38,6 +40,24 @@ async def _guard(what: str, action: Callable[[], Awaitable[T]]) -> T:
     except DatabaseError as e:
         retriable = any(code in str(e) for code in _RETRIABLE_CODES)
         raise ProjectorError(f"{what}: {e}", retriable=retriable) from e
+
+
+def json_columns(rows: Sequence[tuple[str, ...]], width: int) -> bytes:
+    """Rows of text as JSONCompactColumns data, for a look-up's external table.
+
+    A batch looks up thousands of ids: sent as external data they are neither limited by
+    ``max_query_size`` nor formatted one character at a time by the client's binding, and
+    orjson escapes them in C.
+    """
+    return orjson.dumps(list(zip(*rows, strict=True)) if rows else [[]] * width)
+
+
+def _external(name: str, rows: Sequence[tuple[str, ...]], structure: str) -> ExternalData:
+    width = structure.count(",") + 1
+    return ExternalData(
+        file_name=f"{name}.json", data=json_columns(rows, width), fmt="JSONCompactColumns",
+        structure=structure,
+    )  # fmt: skip
 
 
 def dedup_token(table: str, extent: str) -> str:
@@ -67,8 +87,16 @@ class Store:
     async def _command(self, sql: str, parameters: dict[str, Any] | None = None) -> None:
         await _guard(sql.split("\n", 1)[0][:80], lambda: self._client.command(sql, parameters))
 
-    async def _rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[Any]:
-        result = await _guard(sql[:80], lambda: self._client.query(sql, parameters=parameters))
+    async def _rows(
+        self,
+        sql: str,
+        parameters: dict[str, Any] | None = None,
+        external_data: ExternalData | None = None,
+    ) -> list[Any]:
+        result = await _guard(
+            sql[:80],
+            lambda: self._client.query(sql, parameters=parameters, external_data=external_data),
+        )
         return list(result.result_rows)
 
     # -- schema and generations -------------------------------------------------------------
@@ -134,11 +162,13 @@ class Store:
         events = sorted({e for _, t, e in keys if not t})
         if not pairs and not events:
             return {}
+        wanted = _external("wanted_pairs", pairs, "universe String, transaction_id String")
+        wanted.files += _external("wanted_events", [(e,) for e in events], "event_id String").files
         rows = await self._rows(
             f"SELECT universe, transaction_id, event_id FROM {self.database}.sales_g{generation} "
-            "WHERE (universe, transaction_id) IN {pairs:Array(Tuple(String, String))} "
-            "OR (transaction_id = '' AND event_id IN {events:Array(String)})",
-            {"pairs": pairs, "events": events},
+            "WHERE (universe, transaction_id) IN wanted_pairs "
+            "OR (transaction_id = '' AND event_id IN wanted_events)",
+            external_data=wanted,
         )
         found: dict[DedupeKey, str] = {}
         for universe, transaction_id, event_id in rows:
@@ -157,10 +187,12 @@ class Store:
             "SELECT universe, customer_id, campaign_id, link_id, product, "
             "toUnixTimestamp64Milli(clicked_at), event_id "
             f"FROM {self.database}.clicks_g{generation} "
-            "WHERE (universe, customer_id) IN {pairs:Array(Tuple(String, String))} "
-            "AND clicked_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC') "
-            "AND clicked_at <= fromUnixTimestamp64Milli({until:Int64}, 'UTC')",
-            {"pairs": pairs, "since": since_ms, "until": until_ms},
+            "WHERE (universe, customer_id) IN wanted_customers "
+            f"AND clicked_at >= fromUnixTimestamp64Milli({int(since_ms)}, 'UTC') "
+            f"AND clicked_at <= fromUnixTimestamp64Milli({int(until_ms)}, 'UTC')",
+            external_data=_external(
+                "wanted_customers", pairs, "universe String, customer_id String"
+            ),
         )
         return [
             Touch(u, c, k, link, product, int(at), event_id)
