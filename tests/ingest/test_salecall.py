@@ -1,10 +1,10 @@
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.salecall import RAW_KEEP, sale_call
+from ingest.salecall import RAW_KEEP, _split, parse_query, sale_call
 from schemas.events import decode_sale, encode
 
 
@@ -79,3 +79,14 @@ def test_any_query_string_maps_to_an_event_that_survives_the_wire(query: str) ->
     assert c.status in ("accepted", "rejected")
     assert (c.status == "accepted") == (c.reason == "")
     assert decode_sale(encode(c)) == c
+
+
+@given(st.text(st.one_of(st.sampled_from("&=;a1é"), st.characters(exclude_characters="%+"))))
+def test_the_fast_split_reads_unescaped_queries_exactly_as_parse_qsl(query: str) -> None:
+    assert _split(query) == parse_qsl(query, keep_blank_values=True)
+
+
+def test_at_most_64_parameters_are_read() -> None:
+    assert parse_query("&".join(["a=1"] * 63) + "&universe=x") == ({"universe": "x"}, "")
+    assert parse_query("&".join(["a=1"] * 64) + "&universe=x") == ({}, "too_many_parameters")
+    assert parse_query("&".join(["a=%41"] * 65)) == ({}, "too_many_parameters")
