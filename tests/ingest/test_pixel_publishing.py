@@ -9,6 +9,7 @@ import string
 import threading
 
 import aiohttp
+from aiokafka.partitioner import murmur2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from yarl import URL
@@ -64,6 +65,21 @@ async def test_pixel_answers_the_gif_and_publishes_each_call(edge_settings: Edge
     assert {r.key for r in records if decode_sale(r.value).transaction_id == "t1"} == {
         b"demo\x1ft1"
     }
+
+
+async def test_each_key_goes_to_the_partition_kafkas_default_partitioner_picks(
+    edge_settings: EdgeSettings,
+) -> None:
+    """The edge builds record batches itself: it must place keys as every Kafka client does."""
+    paths = [f"/sales.php?universe=demo&amount=1&id=t{i % 40}" for i in range(200)]
+    async with running_edge(edge_settings) as base, aiohttp.ClientSession() as session:
+        await asyncio.gather(*(get(session, base + path) for path in paths))
+    records = await read_topic(edge_settings.kafka_bootstrap[0], edge_settings.topics.sales, 200)
+    assert len(records) == 200
+    partitions = list(range(edge_settings.kafka_partitions))
+    assert len({r.partition for r in records}) == len(partitions)
+    for r in records:
+        assert r.partition == (murmur2(r.key) & 0x7FFFFFFF) % len(partitions)
 
 
 MALFORMED = [
