@@ -51,20 +51,6 @@ BACKOFF_MAX_S = 10.0
 GENERATION_TTL_S = 1.0
 
 
-async def retrying(what: str, action: Callable[[], Awaitable[T]], stop: asyncio.Event) -> T:
-    """Run ``action`` until it succeeds; the one place that branches on ``retriable``."""
-    backoff = 0.2
-    while True:
-        try:
-            return await action()
-        except ProjectorError as e:
-            if not e.retriable or stop.is_set():
-                raise
-            logger.warning("%s failed (%s); retrying in %.1fs", what, e, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, BACKOFF_MAX_S)
-
-
 @dataclass(frozen=True, slots=True)
 class _Run:
     """What one run of the loop works with."""
@@ -137,18 +123,34 @@ class Projector:
         """Consuming: partitions are assigned (a group join can take seconds)."""
         return self._consumer is not None and bool(self._consumer.assignment())
 
+    async def _retrying(
+        self, what: str, action: Callable[[], Awaitable[T]], stop: asyncio.Event
+    ) -> T:
+        """Run ``action`` until it succeeds; the one place that branches on ``retriable``."""
+        backoff = 0.2
+        while True:
+            try:
+                return await action()
+            except ProjectorError as e:
+                if not e.retriable or stop.is_set():
+                    raise
+                self.metrics.retries.labels(what).inc()
+                logger.warning("%s failed (%s); retrying in %.1fs", what, e, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event, *, burst: bool = False) -> None:
         """Project until ``stop`` is set; with ``burst``, return once caught up."""
         s = self.settings
-        store = await retrying(
+        store = await self._retrying(
             "connect to ClickHouse",
             lambda: Store.connect(s.clickhouse_url, s.clickhouse_database),
             stop,
         )
         try:
-            live = await retrying("prepare the schema", store.prepare, stop)
+            live = await self._retrying("prepare the schema", store.prepare, stop)
             self._generation = self._fixed_generation or live
             await ensure_topics(
                 s.kafka_bootstrap, s.topics, partitions=s.kafka_partitions,
@@ -192,7 +194,7 @@ class Projector:
             # Start where the generation's tables end: the rebuild's second pass does not
             # fetch again the clicks its first pass wrote.
             generation = self._fixed_generation
-            written = await retrying(
+            written = await self._retrying(
                 "read positions", lambda: store.next_offsets(generation, partitions), stop
             )
             await consumer.seek_to_beginning(*[tp for tp in partitions if tp not in written])
@@ -251,7 +253,7 @@ class Projector:
         # The three look-ups do not depend on each other: one concurrent round trip. The
         # last two may cover records the plan then skips; extra answers are facts all the same.
         next_offsets, counted, stored = await asyncio.gather(
-            retrying("read positions", lambda: store.next_offsets(generation, spans), stop),
+            self._retrying("read positions", lambda: store.next_offsets(generation, spans), stop),
             self._counted(generation, calls, r),
             self._stored_touches(generation, calls, r),
         )
@@ -335,7 +337,7 @@ class Projector:
         now = time.monotonic()
         if now - self._generation_read_at < GENERATION_TTL_S:
             return self._generation
-        live = await retrying("read the live generation", store.live_generation, stop)
+        live = await self._retrying("read the live generation", store.live_generation, stop)
         self._generation_read_at = now
         if live != self._generation:
             logger.warning("live generation is now %d (was %d)", live, self._generation)
@@ -359,7 +361,7 @@ class Projector:
             else:
                 known[key] = event_id
         if unknown:
-            found = await retrying(
+            found = await self._retrying(
                 "look up counted transactions",
                 lambda: r.store.counted(generation, unknown),
                 r.stop,
@@ -388,7 +390,7 @@ class Projector:
         customers = {(c.universe, customer_of(c)) for c in needing}
         since = min(c.received_at_ms for c in needing) - window
         until = max(c.received_at_ms for c in needing)
-        return await retrying(
+        return await self._retrying(
             "look up clicks",
             lambda: r.store.clicks_of(generation, customers, since, until),
             r.stop,
@@ -430,7 +432,7 @@ class Projector:
     async def _checkpoint(self, kept: Batch, r: _Run) -> None:
         self._batches_written += 1
         self._fault("before-write")
-        await retrying("write to ClickHouse", r.sink.flush, r.stop)
+        await self._retrying("write to ClickHouse", r.sink.flush, r.stop)
         self._cache.put_all(self._pending_counted)
         self._fault("after-write")
         if self._fixed_generation or not kept:

@@ -38,7 +38,10 @@ class ProjectorMetrics:
             registry=self.registry,
         )
         self.retries = Counter(
-            "tracker_projector_write_retries", "ClickHouse writes retried", registry=self.registry
+            "tracker_projector_clickhouse_retries",
+            "ClickHouse operations retried after a retriable failure, by operation",
+            ["operation"],
+            registry=self.registry,
         )
         self.batch_size = Histogram(
             "tracker_projector_batch_events",

@@ -158,7 +158,7 @@ async def test_a_clickhouse_outage_pauses_the_projector_and_loses_nothing(
     db = settings.clickhouse_database
     clicks, calls = generate(seed=9, sales=600)
     try:
-        async with running_projector(settings):
+        async with running_projector(settings) as projector:
             ch = await clickhouse_connect.get_async_client(dsn=settings.clickhouse_url)
             await produce(settings, clicks)
             await settled(ch, db, len(clicks))
@@ -178,5 +178,13 @@ async def test_a_clickhouse_outage_pauses_the_projector_and_loses_nothing(
                 assert as_dict(await actual(ch, db)) == as_dict(oracle(clicks, calls))
             finally:
                 await ch.close()
+            retried = sum(
+                sample.value
+                for metric in projector.metrics.registry.collect()
+                if metric.name == "tracker_projector_clickhouse_retries"
+                for sample in metric.samples
+                if sample.name.endswith("_total")
+            )
+            assert retried >= 1  # the outage shows on /metrics
     finally:
         stack.stop()
