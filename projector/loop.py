@@ -6,7 +6,8 @@
         dedupe  first call of a transaction counts, later ones are duplicates
         attribute  last qualifying click of the customer
         sink    one atomic insert per ledger table
-        checkpoint  flush (retrying while retriable), then commit the offsets
+        checkpoint  flush (retrying while retriable), then commit the offsets; this runs
+                while the next batch is fetched and projected (one write in flight, in order)
 
 ClickHouse is the source of truth for progress (see positions.py), so a process killed at
 any instant, or a partition moved to another instance, never writes a batch twice.
@@ -31,7 +32,7 @@ from projector.attribution import Touch, attribute, carried_touch, customer_of, 
 from projector.dedupe import COUNTED, CountedCache, DedupeKey, decide, dedupe_key
 from projector.errors import ProjectorError
 from projector.metrics import ProjectorMetrics
-from projector.positions import plan
+from projector.positions import Plan, plan
 from projector.rows import click_row, dead_letter_row, sales_call_row
 from projector.settings import ProjectorSettings
 from projector.sink import ClickHouseSink
@@ -57,9 +58,22 @@ class _Run:
 
     consumer: AIOKafkaConsumer
     store: Store
-    sink: ClickHouseSink
     dead_letters: AIOKafkaProducer
     stop: asyncio.Event
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """What a batch whose write is in flight will have put in ClickHouse.
+
+    The next batch is projected while this one is written: its look-ups may not see these
+    rows yet, so it takes them from here.
+    """
+
+    generation: int
+    next_offsets: dict[TopicPartition, int]
+    counted: dict[DedupeKey, str]
+    clicks: list[Click]
 
 
 def where(record: Record) -> str:
@@ -74,6 +88,7 @@ class _FinishBatchBeforeRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._projector.lock:
+            await self._projector.settle()
             for tp in revoked:
                 self._projector.rewound.pop(tp, None)
         if revoked:
@@ -92,7 +107,7 @@ class Projector:
     """Projects both topics into ClickHouse.
 
     Live mode (``generation=None``): a member of the consumer group, writing into the live
-    generation (re-read every batch, so a finished rebuild is picked up). Rebuild mode: no
+    generation (re-read at most every second, so a finished rebuild is picked up). Rebuild mode: no
     group, every partition from the earliest offset, into the given generation, no commits.
     """
 
@@ -111,7 +126,8 @@ class Projector:
         self.rewound: dict[TopicPartition, int] = {}
         self._fixed_generation = generation
         self._topics = topics or (settings.topics.clicks, settings.topics.sales)
-        self._pending_counted: list[tuple[DedupeKey, str]] = []
+        self._writing: asyncio.Task[None] | None = None
+        self._written: _Written | None = None
         self._generation = 0
         self._generation_read_at = -GENERATION_TTL_S
         self._cache = CountedCache(settings.dedupe_cache_size)
@@ -163,8 +179,10 @@ class Projector:
             )  # fmt: skip
             await dead_letters.start()
             try:
-                sink = ClickHouseSink(store, self.metrics)
-                await self._loop(_Run(consumer, store, sink, dead_letters, stop), burst=burst)
+                try:
+                    await self._loop(_Run(consumer, store, dead_letters, stop), burst=burst)
+                finally:
+                    await self.settle()
             finally:
                 self._consumer = None
                 await consumer.stop()
@@ -227,26 +245,39 @@ class Projector:
             )
             batch = {tp: records for tp, records in batch.items() if records}
             if not batch:
+                await self.settle()  # idle: let the write in flight land and commit
                 if burst and await self._caught_up(r.consumer):
                     return
                 continue
             async with self.lock:
                 started = time.perf_counter()
-                kept = await self._project(batch, r)
-                await self._checkpoint(kept, r)
-                self.metrics.batch_latency.observe(time.perf_counter() - started)
+                sink, kept, written = await self._project(batch, r)
+                # One write in flight at a time, in order: this batch's rows go once the
+                # previous batch's are in ClickHouse (and its offsets committed).
+                await self.settle()
+                self._written = written
+                self._writing = asyncio.create_task(
+                    self._checkpoint(sink, kept, written, r, started)
+                )
             await self._record_lag(r.consumer)
             if self.progress is not None:
                 await self.progress(r.consumer)
             if burst and await self._caught_up(r.consumer):
                 return
 
+    async def settle(self) -> None:
+        """Wait for the write in flight (if any) to land; raise what it raised."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            await writing
+
     # -- one batch ----------------------------------------------------------------------------
 
-    async def _project(self, batch: Batch, r: _Run) -> Batch:
-        """Add the batch's rows to the sink; return the records that count as handled."""
-        store, sink, stop = r.store, r.sink, r.stop
+    async def _project(self, batch: Batch, r: _Run) -> tuple[ClickHouseSink, Batch, _Written]:
+        """The batch's rows, the records that count as handled, and what writing them adds."""
+        store, stop = r.store, r.stop
         generation = await self._current_generation(store, stop)
+        sink = ClickHouseSink(store, self.metrics)
         sink.clear(generation)
         spans = {tp: (records[0].offset, records[-1].offset) for tp, records in batch.items()}
         clicks, calls, failures = self._decode(batch)
@@ -257,19 +288,17 @@ class Projector:
             self._counted(generation, calls, r),
             self._stored_touches(generation, calls, r),
         )
+        # The previous batch may still be in flight: what it writes counts as written.
+        earlier: list[Click] = []
+        before = self._written
+        if before is not None and before.generation == generation:
+            for tp, offset in before.next_offsets.items():
+                if tp in spans:
+                    next_offsets[tp] = max(next_offsets.get(tp, 0), offset)
+            counted = {**before.counted, **counted}
+            earlier = before.clicks
         p = plan(spans, next_offsets, self.rewound)
-        for tp, offset in p.rewind_to.items():
-            logger.warning(
-                "%s[%d]: ClickHouse holds up to %d, fetch started at %d: rewinding",
-                tp.topic, tp.partition, offset, spans[tp][0],
-            )  # fmt: skip
-            self.rewound[tp] = offset
-            r.consumer.seek(tp, offset)
-        for tp, (expected, first) in p.gaps_accepted.items():
-            logger.error(
-                "%s[%d]: offsets %d..%d are gone from the log (retention?); moving on",
-                tp.topic, tp.partition, expected, first - 1,
-            )  # fmt: skip
+        self._follow(p, spans, r.consumer)
         if p.rewind_to or any(p.keep_from[tp] != first for tp, (first, _) in spans.items()):
             keep = {(tp.topic, tp.partition): first for tp, first in p.keep_from.items()}
             clicks = [(c, at) for c, at in clicks if at[2] >= keep.get(at[:2], at[2] + 1)]
@@ -279,14 +308,14 @@ class Projector:
             await self._dead_letter(r.dead_letters, record, reason)
             sink.dead_letters.add(dead_letter_row(position, reason, record.value), *position)
         for tp, first in p.keep_from.items():
-            kept = sum(1 for record in batch[tp] if record.offset >= first)
-            self.metrics.events.labels(tp.topic).inc(kept)
+            new = sum(1 for record in batch[tp] if record.offset >= first)
+            self.metrics.events.labels(tp.topic).inc(new)
         self.metrics.batch_size.observe(len(clicks) + len(calls) + len(failures))
 
         for click, position in clicks:
             sink.clicks.add(click_row(click, position), *position)
         decisions = decide([c for c, _ in calls], counted)
-        touches = self._touches(stored, calls, clicks)
+        touches = self._touches(stored, calls, [*earlier, *(c for c, _ in clicks)])
         window = self.settings.attribution_window_ms
         pending: list[tuple[DedupeKey, str]] = []
         for (call, position), decision in zip(calls, decisions, strict=True):
@@ -301,8 +330,31 @@ class Projector:
             else:
                 self.metrics.rejects.labels(decision.reason).inc()
             sink.calls.add(sales_call_row(call, decision, attribution, position), *position)
-        self._pending_counted = pending
-        return {tp: records for tp, records in batch.items() if tp not in p.rewind_to}
+        kept = {tp: records for tp, records in batch.items() if tp not in p.rewind_to}
+        written = _Written(
+            generation=generation,
+            next_offsets={tp: records[-1].offset + 1 for tp, records in kept.items()},
+            counted=dict(pending),
+            clicks=[c for c, _ in clicks],
+        )
+        return sink, kept, written
+
+    def _follow(
+        self, p: Plan, spans: dict[TopicPartition, tuple[int, int]], consumer: AIOKafkaConsumer
+    ) -> None:
+        """Seek where the plan rewinds; say where it accepts a gap."""
+        for tp, offset in p.rewind_to.items():
+            logger.warning(
+                "%s[%d]: ClickHouse holds up to %d, fetch started at %d: rewinding",
+                tp.topic, tp.partition, offset, spans[tp][0],
+            )  # fmt: skip
+            self.rewound[tp] = offset
+            consumer.seek(tp, offset)
+        for tp, (expected, first) in p.gaps_accepted.items():
+            logger.error(
+                "%s[%d]: offsets %d..%d are gone from the log (retention?); moving on",
+                tp.topic, tp.partition, expected, first - 1,
+            )  # fmt: skip
 
     def _decode(
         self, batch: Batch
@@ -398,18 +450,16 @@ class Projector:
 
     @staticmethod
     def _touches(
-        stored: list[Touch],
-        calls: list[tuple[SaleCall, Position]],
-        clicks: list[tuple[Click, Position]],
+        stored: list[Touch], calls: list[tuple[SaleCall, Position]], clicks: list[Click]
     ) -> dict[tuple[str, str], list[Touch]]:
-        """Stored and same-batch clicks, by (universe, customer)."""
+        """Stored clicks and clicks not stored yet (this batch's, the one in flight's)."""
         touches: dict[tuple[str, str], list[Touch]] = {}
         for touch in stored:
             touches.setdefault((touch.universe, touch.customer_id), []).append(touch)
         if not clicks:
             return touches
         buyers = {(call.universe, customer_of(call)) for call, _ in calls}
-        for c, _ in clicks:
+        for c in clicks:
             key = (c.universe, c.customer_id)
             if key in buyers:
                 touch = Touch(c.universe, c.customer_id, c.campaign_id, c.link_id, c.product,
@@ -429,11 +479,15 @@ class Projector:
             logger.error("could not publish dead letter %s: %s", where(record), e)
         self.metrics.dead_letters.inc()
 
-    async def _checkpoint(self, kept: Batch, r: _Run) -> None:
+    async def _checkpoint(
+        self, sink: ClickHouseSink, kept: Batch, written: _Written, r: _Run, started: float
+    ) -> None:
+        """Write the batch, then commit its offsets; runs while the next batch is projected."""
         self._batches_written += 1
         self._fault("before-write")
-        await self._retrying("write to ClickHouse", r.sink.flush, r.stop)
-        self._cache.put_all(self._pending_counted)
+        await self._retrying("write to ClickHouse", sink.flush, r.stop)
+        self._cache.put_all(written.counted.items())
+        self.metrics.batch_latency.observe(time.perf_counter() - started)
         self._fault("after-write")
         if self._fixed_generation or not kept:
             return
