@@ -550,9 +550,11 @@ def write_report(results: Results, scale: Scale, out: Path, command: str) -> Non
     f = results.freshness
     if "p99_s" in f:
         lines += ["", "## Freshness", "",
-                  f"{f['sales']:,} pixel calls at {f['rate']:,}/s for {f['seconds']} s through edge, "
-                  f"Kafka and a live projector: delay from the pixel's answer to the sale counted "
-                  f"in `campaign_turnover`: p50 **{f['p50_s']} s**, p99 **{f['p99_s']} s** "
+                  f"{f['sales']:,} pixel calls at {f['rate']:,}/s for {f['seconds']} s "
+                  f"({f.get('load_processes', 1)} paced load processes, {f.get('failed', 0)} failed) "
+                  f"through edge, Kafka and a live projector; the k-th answer is paired with the "
+                  f"moment `campaign_turnover` counted k sales. Delay: p50 **{f['p50_s']} s**, "
+                  f"p99 **{f['p99_s']} s** "
                   "(goal: p99 under 2 s)."]  # fmt: skip
     lines += ["", "## Memory (peak RSS)", ""]
     lines += [f"- {k}: {v} MiB" for k, v in results.memory.items()]
