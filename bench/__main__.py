@@ -159,12 +159,16 @@ def peak_rss_kb(pid: int) -> int:
 # -- 1. the edge --------------------------------------------------------------------------------
 
 
-def wrk(url: str, connections: int, seconds: int, pin: str | None) -> dict[str, Any]:
+def wrk(
+    url: str, connections: int, seconds: int, pin: str | None, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
                "-s", str(ROOT / "bench" / "report.lua"), url]  # fmt: skip
     if pin:
         command = ["taskset", "-c", pin, *command]
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        command, capture_output=True, text=True, check=True, env={**os.environ, **(env or {})}
+    ).stdout
     match = re.search(r"^JSON (.*)$", out, re.MULTILINE)
     if match is None:
         raise RuntimeError(f"wrk printed no summary:\n{out}")
@@ -409,6 +413,13 @@ def bench_projector(
 
 
 async def freshness(scale: Scale, bootstrap: str, clickhouse: str, workdir: Path) -> dict[str, Any]:
+    """Delay from a sale's answer to its count in ``campaign_turnover``, under paced load.
+
+    wrk paces the load (each connection waits after every answer: see report.lua); the
+    edge stamps each sale when it answers (``sold_at``), and a poller notes when the count
+    in ``campaign_turnover`` moves. The k-th sale by ``sold_at`` is paired with the first
+    poll that counted k sales. One clock: the edge, the poller and ClickHouse share a host.
+    """
     prefix = f"fresh{uuid.uuid4().hex[:8]}"
     port = free_port()
     env = {**base_env(bootstrap, clickhouse, prefix, workdir), "TRACKER_EDGE_PORT": str(port)}
@@ -419,54 +430,52 @@ async def freshness(scale: Scale, bootstrap: str, clickhouse: str, workdir: Path
     client = await clickhouse_connect.get_async_client(dsn=clickhouse)
     try:
         await asyncio.to_thread(wait_http, f"http://127.0.0.1:{port}/readyz")
+        # /readyz of the projector: its group join is done, partitions are assigned.
         await asyncio.to_thread(
             wait_http, f"http://127.0.0.1:{env['TRACKER_PROJECTOR_PORT']}/readyz", 120
         )
-        # /readyz of the projector: its group join is done, partitions are assigned.
-        answered: list[float] = []
-        visible: list[float] = []
+        polls: list[tuple[float, int]] = []
         sql = f"SELECT sum(purchases) FROM {prefix}.campaign_turnover WHERE universe = 'fresh'"
 
         async def poll(stop: asyncio.Event) -> None:
             while not stop.is_set():
                 count = int((await client.query(sql)).result_rows[0][0] or 0)
-                now = time.monotonic()
-                while len(visible) < count:
-                    visible.append(now)
+                polls.append((time.time(), count))
                 await asyncio.sleep(0.02)
 
         stop = asyncio.Event()
         poller = asyncio.create_task(poll(stop))
-        # Several paced load processes: one Python process tops out near 1,500 requests/s.
-        loaders = max(2, -(-scale.fresh_rate // 1000))
-        start_at = time.monotonic() + 2.0
-        load = await asyncio.gather(*[
-            asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bench.load",
-                f"http://127.0.0.1:{port}/sales.php?universe=fresh&amount=1",
-                "--rate", str(scale.fresh_rate / loaders), "--seconds", str(scale.fresh_seconds),
-                "--start-at", str(start_at), "--ids", f"f{n}-",
-                cwd=ROOT, stdout=asyncio.subprocess.PIPE,
-            )
-            for n in range(loaders)
-        ])  # fmt: skip
-        outputs = [orjson.loads((await process.communicate())[0]) for process in load]
-        answered.extend(t for out in outputs for t in out["answered"])
-        answered.sort()
-        sent_rate = len(answered) / max(out["elapsed"] for out in outputs)
-        failed = sum(out["failed"] for out in outputs)
+        # C connections pausing PACE_MS after each answer: C / (pace + ~5 ms latency) per s.
+        pace_ms = 30
+        connections = max(1, round(scale.fresh_rate * (pace_ms + 5) / 1000))
+        load = await asyncio.to_thread(
+            wrk, f"http://127.0.0.1:{port}/sales.php", connections, scale.fresh_seconds, None,
+            {"WRK_UNIVERSE": "fresh", "WRK_PACE_MS": str(pace_ms)},
+        )  # fmt: skip
+        answered = load["requests"] - load["non2xx"]
         deadline = time.monotonic() + 60
-        while len(visible) < len(answered) and time.monotonic() < deadline:
+        while (not polls or polls[-1][1] < answered) and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)  # and the calls in flight when wrk stopped
         stop.set()
         await poller
-        # The k-th answer against the moment the k-th sale became visible.
-        delays = sorted(v - a for a, v in zip(answered, visible, strict=False))
+        result = await client.query(
+            f"SELECT toUnixTimestamp64Milli(sold_at) FROM {prefix}.sales "
+            "WHERE universe = 'fresh' ORDER BY sold_at"
+        )
+        sold = [ms / 1000 for (ms,) in result.result_rows]
+        delays: list[float] = []
+        seen = 0
+        for at, count in polls:
+            while seen < min(count, len(sold)):
+                delays.append(at - sold[seen])
+                seen += 1
+        delays.sort()
         if not delays:
             return {"error": "nothing became visible"}
         return {
-            "rate": round(sent_rate), "seconds": scale.fresh_seconds, "sales": len(answered),
-            "visible": len(visible), "failed": failed, "load_processes": loaders,
+            "rate": round(load["rps"]), "seconds": scale.fresh_seconds, "sales": answered,
+            "visible": polls[-1][1], "connections": connections, "pace_ms": pace_ms,
             "p50_s": round(delays[len(delays) // 2], 3),
             "p99_s": round(delays[min(len(delays) - 1, int(len(delays) * 0.99))], 3),
         }  # fmt: skip
@@ -550,11 +559,11 @@ def write_report(results: Results, scale: Scale, out: Path, command: str) -> Non
     f = results.freshness
     if "p99_s" in f:
         lines += ["", "## Freshness", "",
-                  f"{f['sales']:,} pixel calls at {f['rate']:,}/s for {f['seconds']} s "
-                  f"({f.get('load_processes', 1)} paced load processes, {f.get('failed', 0)} failed) "
-                  f"through edge, Kafka and a live projector; the k-th answer is paired with the "
-                  f"moment `campaign_turnover` counted k sales. Delay: p50 **{f['p50_s']} s**, "
-                  f"p99 **{f['p99_s']} s** "
+                  f"{f['sales']:,} pixel calls at {f['rate']:,}/s for {f['seconds']} s (wrk, "
+                  f"{f['connections']} connections each pausing {f['pace_ms']} ms after an answer) "
+                  f"through edge, Kafka and a live projector; the k-th sale by the edge's answer "
+                  f"time is paired with the first poll of `campaign_turnover` counting k sales. "
+                  f"Delay: p50 **{f['p50_s']} s**, p99 **{f['p99_s']} s** "
                   "(goal: p99 under 2 s)."]  # fmt: skip
     lines += ["", "## Memory (peak RSS)", ""]
     lines += [f"- {k}: {v} MiB" for k, v in results.memory.items()]

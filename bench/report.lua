@@ -1,5 +1,14 @@
 -- Unique transaction ids per request, and the latency percentiles wrk --latency omits (p99.9).
+-- WRK_UNIVERSE names the universe; WRK_PACE_MS, when set, makes each connection wait that
+-- long after every answer: C connections then send about C * 1000 / (pace + latency) per s.
 local counter = 0
+local universe = os.getenv("WRK_UNIVERSE") or "bench"
+local pace = tonumber(os.getenv("WRK_PACE_MS") or "")
+if pace then
+  function delay()
+    return pace
+  end
+end
 local thread_id = 0
 local threads = {}
 
@@ -14,7 +23,7 @@ end
 
 function request()
   counter = counter + 1
-  return wrk.format("GET", "/sales.php?universe=bench&amount=12,50&id=w" .. thread_id .. "-" .. counter)
+  return wrk.format("GET", "/sales.php?universe=" .. universe .. "&amount=12,50&id=w" .. thread_id .. "-" .. counter)
 end
 
 function done(summary, latency, requests)

@@ -30,5 +30,6 @@ def test_the_small_benchmark_runs_end_to_end_and_checks_its_totals(tmp_path: Pat
     }  # fmt: skip
     edges = [r for r in data["edge"] if "published_total" in r]
     assert all(r["published_total"] >= r["answered_total"] > 0 for r in edges)
-    assert data["freshness"]["visible"] == data["freshness"]["sales"]
+    # Calls in flight when wrk stops are answered and counted after its tally.
+    assert data["freshness"]["visible"] >= data["freshness"]["sales"] > 0
     assert out.with_suffix(".png").stat().st_size > 10_000
