@@ -245,7 +245,8 @@ class Projector:
             )
             batch = {tp: records for tp, records in batch.items() if records}
             if not batch:
-                await self.settle()  # idle: let the write in flight land and commit
+                if self._writing is not None and self._writing.done():
+                    await self.settle()  # idle: raise now if the last write failed
                 if burst and await self._caught_up(r.consumer):
                     return
                 continue

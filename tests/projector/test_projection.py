@@ -18,6 +18,7 @@ from projector.loop import Projector
 from projector.metrics import ProjectorMetrics
 from projector.rebuild import rebuild
 from projector.settings import ProjectorSettings
+from projector.sink import ClickHouseSink
 from scenario import DAY_MS, T0, actual, as_dict, click, generate, oracle, sale
 from schemas.events import Click, SaleCall, encode
 
@@ -363,3 +364,39 @@ async def test_tiny_batches_with_a_write_always_in_flight_count_exactly(
     db = settings.clickhouse_database
     assert as_dict(await actual(ch, db)) == as_dict(oracle(clicks, calls))
     assert not [r for r in caplog.records if "rewinding" in r.getMessage()]
+
+
+async def test_a_sale_is_attributed_to_a_click_whose_write_is_still_in_flight(
+    projector_settings: ProjectorSettings, ch: AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The click's batch is held before ClickHouse (a gate on the real sink's flush) while
+    the sale's batch is projected: the sale can only find the click in what that write
+    carries."""
+    gate = asyncio.Event()
+    real_flush = ClickHouseSink.flush
+
+    async def gated_flush(sink: ClickHouseSink) -> None:
+        await gate.wait()
+        await real_flush(sink)
+
+    monkeypatch.setattr(ClickHouseSink, "flush", gated_flush)
+    db = projector_settings.clickhouse_database
+    async with running_projector(projector_settings) as projector:
+
+        async def projected(topic: str) -> float:
+            value = projector.metrics.registry.get_sample_value(
+                "tracker_projector_events_total", {"topic": topic}
+            )
+            return value or 0.0
+
+        topics = projector_settings.topics
+        await produce(projector_settings, [click("c1", "alice", "spring", "spring-hero", at=T0)])
+        await eventually(lambda: projected(topics.clicks), lambda n: n == 1)
+        await produce(projector_settings, [sale("e1", "t1", customer_id="alice", at=T0 + 1)])
+        await eventually(lambda: projected(topics.sales), lambda n: n == 1)
+        assert await rows(ch, f"SELECT count() FROM {db}.clicks") == [(0,)]  # still held
+        gate.set()
+        await settled(ch, db, 2)
+        assert await rows(ch, f"SELECT campaign_id, link_id FROM {db}.sales") == [
+            ("spring", "spring-hero")
+        ]
