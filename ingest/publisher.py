@@ -20,12 +20,14 @@ import logging
 import struct
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from ingest.metrics import EdgeMetrics
 from ingest.settings import EdgeSettings
@@ -256,17 +258,9 @@ class Publisher:
         sends: list[tuple[list[Message], asyncio.Future[object]]] = []
         try:
             for (topic, partition), messages in (await self._by_partition(batch)).items():
-                builder, chunk = producer.create_batch(), list[Message]()
-                for m in messages:
-                    # A full record batch refuses the message; a new one always takes it.
-                    if builder.append(key=m.key, value=m.value, timestamp=None) is None:
-                        future = await producer.send_batch(builder, topic, partition=partition)
-                        sends.append((chunk, future))
-                        builder, chunk = producer.create_batch(), []
-                        builder.append(key=m.key, value=m.value, timestamp=None)
-                    chunk.append(m)
-                future = await producer.send_batch(builder, topic, partition=partition)
-                sends.append((chunk, future))
+                for builder, chunk in self._record_batches(messages):
+                    future = await producer.send_batch(builder, topic, partition=partition)
+                    sends.append((chunk, future))
         except KafkaError as e:
             logger.warning("publish failed before send: %s", e)
         try:
@@ -291,6 +285,21 @@ class Publisher:
             logger.warning("%d of %d events failed to publish", len(failed), len(batch))
         self._metrics.publish_latency.observe(time.perf_counter() - started)
         return failed
+
+    def _record_batches(
+        self, messages: list[Message]
+    ) -> Iterator[tuple[BatchBuilder, list[Message]]]:
+        """The messages in order, as record batches and the messages each holds."""
+        assert self._producer is not None
+        builder, chunk = self._producer.create_batch(), list[Message]()
+        for m in messages:
+            # A full record batch refuses the message; a new one always takes it.
+            if builder.append(key=m.key, value=m.value, timestamp=None) is None:
+                yield builder, chunk
+                builder, chunk = self._producer.create_batch(), []
+                builder.append(key=m.key, value=m.value, timestamp=None)
+            chunk.append(m)
+        yield builder, chunk
 
     async def _by_partition(self, batch: list[Message]) -> dict[tuple[str, int], list[Message]]:
         assert self._producer is not None

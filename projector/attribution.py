@@ -67,14 +67,20 @@ def carried_touch(call: SaleCall) -> Touch | None:
     )
 
 
+def qualifying_carried(call: SaleCall, window_ms: int) -> Touch | None:
+    """The click the sale carries, if it may attribute it; else stored clicks are needed."""
+    carried = carried_touch(call)
+    if carried is not None and qualifies(carried, call.universe, call.received_at_ms, window_ms):
+        return carried
+    return None
+
+
 def attribute(call: SaleCall, known_clicks: Iterable[Touch], window_ms: int) -> Attribution:
     """Attribute one sale; ``known_clicks`` are the stored clicks of its customer."""
     customer = customer_of(call)
     sold_at = call.received_at_ms
-    carried = carried_touch(call)
-    if carried is not None and qualifies(carried, call.universe, sold_at, window_ms):
-        best: Touch | None = carried
-    else:
+    best = qualifying_carried(call, window_ms)
+    if best is None:
         candidates = [
             touch
             for touch in known_clicks

@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from projector.attribution import Touch, attribute, carried_touch, customer_of, qualifies
+from projector.attribution import Touch, attribute, customer_of, qualifying_carried
 from projector.dedupe import COUNTED, CountedCache, DedupeKey, decide, dedupe_key
 from projector.errors import ProjectorError
 from projector.metrics import ProjectorMetrics
@@ -302,9 +302,13 @@ class Projector:
         self._follow(p, spans, r.consumer)
         if p.rewind_to or any(p.keep_from[tp] != first for tp, (first, _) in spans.items()):
             keep = {(tp.topic, tp.partition): first for tp, first in p.keep_from.items()}
-            clicks = [(c, at) for c, at in clicks if at[2] >= keep.get(at[:2], at[2] + 1)]
-            calls = [(c, at) for c, at in calls if at[2] >= keep.get(at[:2], at[2] + 1)]
-            failures = [f for f in failures if f[1][2] >= keep.get(f[1][:2], f[1][2] + 1)]
+
+            def keeps(at: Position) -> bool:
+                return at[:2] in keep and at[2] >= keep[at[:2]]
+
+            clicks = [(c, at) for c, at in clicks if keeps(at)]
+            calls = [(c, at) for c, at in calls if keeps(at)]
+            failures = [f for f in failures if keeps(f[1])]
         for record, position, reason in failures:
             await self._dead_letter(r.dead_letters, record, reason)
             sink.dead_letters.add(dead_letter_row(position, reason, record.value), *position)
@@ -433,10 +437,7 @@ class Projector:
             for call, _ in calls
             if call.status == "accepted"
             and customer_of(call)
-            and not (
-                (carried := carried_touch(call)) is not None
-                and qualifies(carried, call.universe, call.received_at_ms, window)
-            )
+            and qualifying_carried(call, window) is None
         ]
         if not needing:
             return []

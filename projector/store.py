@@ -52,12 +52,15 @@ def json_columns(rows: Sequence[tuple[str, ...]], width: int) -> bytes:
     return orjson.dumps(list(zip(*rows, strict=True)) if rows else [[]] * width)
 
 
-def _external(name: str, rows: Sequence[tuple[str, ...]], structure: str) -> ExternalData:
-    width = structure.count(",") + 1
-    return ExternalData(
-        file_name=f"{name}.json", data=json_columns(rows, width), fmt="JSONCompactColumns",
-        structure=structure,
-    )  # fmt: skip
+def _external(*tables: tuple[str, Sequence[tuple[str, ...]], str]) -> ExternalData:
+    """External tables from (name, rows, structure)."""
+    data = ExternalData()
+    for name, rows, structure in tables:
+        data.add_file(
+            file_name=f"{name}.json", data=json_columns(rows, structure.count(",") + 1),
+            fmt="JSONCompactColumns", structure=structure,
+        )  # fmt: skip
+    return data
 
 
 def dedup_token(table: str, extent: str) -> str:
@@ -162,8 +165,10 @@ class Store:
         events = sorted({e for _, t, e in keys if not t})
         if not pairs and not events:
             return {}
-        wanted = _external("wanted_pairs", pairs, "universe String, transaction_id String")
-        wanted.files += _external("wanted_events", [(e,) for e in events], "event_id String").files
+        wanted = _external(
+            ("wanted_pairs", pairs, "universe String, transaction_id String"),
+            ("wanted_events", [(e,) for e in events], "event_id String"),
+        )
         rows = await self._rows(
             f"SELECT universe, transaction_id, event_id FROM {self.database}.sales_g{generation} "
             "WHERE (universe, transaction_id) IN wanted_pairs "
@@ -191,7 +196,7 @@ class Store:
             f"AND clicked_at >= fromUnixTimestamp64Milli({int(since_ms)}, 'UTC') "
             f"AND clicked_at <= fromUnixTimestamp64Milli({int(until_ms)}, 'UTC')",
             external_data=_external(
-                "wanted_customers", pairs, "universe String, customer_id String"
+                ("wanted_customers", pairs, "universe String, customer_id String")
             ),
         )
         return [
