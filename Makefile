@@ -5,8 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install tools run up down status test test-only lint format typecheck bench clean
+.PHONY: help install tools run up down status test test-only lint format typecheck bench chaos clean
 BENCH_SCALE ?= full
+CHAOS_SCALE ?= full
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,7 +32,7 @@ up: $(STAMP) ## start the same stack in the background; returns once every servi
 down: $(STAMP) ## stop the background stack (data stays in .data/)
 	$(BIN)/python -m compose down
 
-status: $(STAMP) ## say what runs where
+status: $(STAMP) ## each service: state, restarts, pid, where it listens
 	$(BIN)/python -m compose status
 
 test: $(STAMP) lint typecheck test-only ## lint, type-check, then every test against real services
@@ -55,3 +56,6 @@ bench: $(STAMP) tools ## measure edge and projector against baselines (BENCH_SCA
 
 clean: ## remove the virtual environment and caches (not the data in .data/)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+chaos: $(STAMP) ## kill services under traffic, count what was lost: writes docs/reliability.md
+	$(BIN)/python -m chaos --scale $(CHAOS_SCALE)

@@ -17,6 +17,7 @@ import orjson
 from compose.processes import StartError
 from compose.settings import StackSettings
 from compose.stack import Stack, applications, check_ports_free, edge_secrets, infrastructure
+from compose.supervisor import Supervisor
 from ingest.signing import Link, link_url
 from schemas.environ import ConfigError
 
@@ -50,7 +51,7 @@ def _read_state(settings: StackSettings) -> dict[str, object] | None:
 
 
 def run(settings: StackSettings) -> int:
-    """Start everything in the foreground; stop everything on SIGINT/SIGTERM."""
+    """Start everything in the foreground, keep it running; stop everything on SIGINT/SIGTERM."""
     if _read_state(settings) is not None:
         print("the stack is already running (see `make status`; stop it with `make down`)")
         return 1
@@ -63,27 +64,31 @@ def run(settings: StackSettings) -> int:
     stack.start()
     state_path = _state_path(settings)
     state_path.parent.mkdir(parents=True, exist_ok=True)
-    endpoints = {service.name: service.endpoint for service in services}
+    external = {}
     if settings.external_kafka:
-        endpoints["kafka"] = f"{settings.external_kafka} (external)"
+        external["kafka"] = f"{settings.external_kafka} (external)"
     if settings.external_clickhouse:
-        endpoints["clickhouse"] = f"{settings.external_clickhouse} (external)"
-    state_path.write_bytes(orjson.dumps({"pid": os.getpid(), "services": endpoints}))
+        external["clickhouse"] = f"{settings.external_clickhouse} (external)"
+
+    def save(snapshot: dict[str, dict[str, object]]) -> None:
+        state = {"pid": os.getpid(), "services": snapshot, "external": external}
+        tmp = state_path.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(state))
+        os.replace(tmp, state_path)
+
+    supervisor = Supervisor(stack, on_change=save)
+    save(supervisor.snapshot())
+    endpoints = {service.name: service.endpoint for service in services} | external
     _print_endpoints(endpoints, settings)
-    exit_code = 0
     try:
         while not stop.wait(0.5):
-            dead = stack.first_dead()
-            if dead is not None:
-                print(f"{dead.name} stopped unexpectedly:\n{dead.log_tail()}", file=sys.stderr)
-                exit_code = 1
-                break
+            supervisor.tick()
     finally:
         print("stopping (edge and projector drain first)...", flush=True)
         stack.stop()
         state_path.unlink(missing_ok=True)
         print("stopped", flush=True)
-    return exit_code
+    return 0
 
 
 def _print_endpoints(endpoints: dict[str, str], settings: StackSettings) -> None:
@@ -165,11 +170,21 @@ def status(settings: StackSettings) -> int:
     state = _read_state(settings)
     if state is None:
         print("the stack is not running (start it with `make up` or `make run`)")
-        return 3
-    services = state.get("services")
+        return 0
     print(f"the stack is running (supervisor pid {state['pid']}):")
+    services = state.get("services")
     if isinstance(services, dict):
-        for name, endpoint in services.items():
+        for name, info in services.items():
+            if not isinstance(info, dict):
+                continue
+            line = f"  {name:<11} {info.get('state', '?'):<9} restarts {info.get('restarts', 0)}"
+            line += f"  pid {info.get('pid') or '-':<8} {info.get('endpoint', '')}"
+            if info.get("last_exit"):
+                line += f"  (last exit: {info['last_exit']})"
+            print(line)
+    external = state.get("external")
+    if isinstance(external, dict):
+        for name, endpoint in external.items():
             print(f"  {name:<11} {endpoint}")
     return 0
 

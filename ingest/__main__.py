@@ -10,6 +10,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import uvloop
@@ -59,19 +60,36 @@ def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
 
 
 def run_workers(argv: list[str], workers: int) -> int:
-    """Start ``workers`` processes on the same port and relay SIGTERM/SIGINT to them."""
+    """Start ``workers`` processes on the same port and relay SIGTERM/SIGINT to them.
+
+    A worker that dies on its own takes the others down with it (SIGTERM: they drain) and
+    the edge exits with its code, so whatever supervises the edge restarts all of it rather
+    than leaving it silently short of a worker.
+    """
     children = [
         subprocess.Popen([sys.executable, "-m", "ingest", "serve", *argv, "--worker-index", str(i)])
         for i in range(workers)
     ]
+    stopping = False
 
     def relay(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)
 
     signal.signal(signal.SIGTERM, relay)
     signal.signal(signal.SIGINT, relay)
+    while not stopping and all(child.poll() is None for child in children):
+        time.sleep(0.2)
+    if not stopping:
+        dead = next(i for i, child in enumerate(children) if child.poll() is not None)
+        logger.error(
+            "worker %d exited with code %s: stopping the other workers",
+            dead, children[dead].returncode,
+        )  # fmt: skip
+        relay(signal.SIGTERM, None)
     codes = [child.wait() for child in children]
     return max(codes, key=abs)
 
@@ -115,13 +133,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error: {e}", file=sys.stderr)
         return 2
     if args.workers > 1 and args.worker_index is None:
-        if not settings.kafka_idempotence:
-            logger.warning(
-                "%d workers produce to the same partitions at once: the broker must support "
-                "concurrent producers (Apache Kafka does; the embedded Tansu on S3 storage "
-                "loses records then, see README)",
-                args.workers,
-            )
         rest = argv[argv.index("serve") + 1 :] if "serve" in argv else argv
         without_workers = _drop_option(rest, "--workers")
         return run_workers(without_workers, args.workers)

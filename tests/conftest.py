@@ -1,6 +1,6 @@
 """Test session services: a real Kafka-protocol broker and a real ClickHouse.
 
-By default the session starts the embedded local stack (Tansu on a nanio S3 store, ClickHouse
+By default the session starts the embedded local stack (Tansu on a SeaweedFS S3 store, ClickHouse
 from chdb-core) on free ports in a temporary folder, so a running `make run` is never
 disturbed. Set TRACKER_KAFKA_BOOTSTRAP and/or TRACKER_CLICKHOUSE_URL to use real ones
 instead. A service that cannot be started fails the run: it is never skipped.
@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import clickhouse_connect
+import orjson
 import pytest
 from clickhouse_connect.driver.asyncclient import AsyncClient
 
 from compose.processes import free_port
 from compose.settings import StackSettings
-from compose.stack import Stack, infrastructure
+from compose.stack import Stack, free_ports_env, infrastructure
 from ingest.settings import EdgeSettings
 from projector.settings import ProjectorSettings
 
@@ -30,6 +31,9 @@ class Services:
     kafka_bootstrap: str
     clickhouse_url: str
     local_kafka: bool
+    # The local broker's S3 store (None when a real broker is used).
+    s3_endpoint: str | None
+    s3_credentials: dict[str, str] | None
 
 
 @pytest.fixture(scope="session")
@@ -43,18 +47,20 @@ def services(stack_dir: Path) -> Iterator[Services]:
         {
             **{k: v for k, v in os.environ.items() if k.startswith("TRACKER_")},
             "TRACKER_DATA_DIR": str(stack_dir),
-            "TRACKER_KAFKA_PORT": str(free_port()),
-            "TRACKER_CLICKHOUSE_PORT": str(free_port()),
-            "TRACKER_S3_PORT": str(free_port()),
+            **free_ports_env(),
         }
     )
     stack = Stack(infrastructure(settings), stack_dir / "logs")
     stack.start()
+    credentials = stack_dir / "s3-credentials.json"
+    local = orjson.loads(credentials.read_bytes()) if settings.external_kafka is None else None
     try:
         yield Services(
             kafka_bootstrap=settings.kafka_bootstrap,
             clickhouse_url=settings.clickhouse_url,
             local_kafka=settings.external_kafka is None,
+            s3_endpoint=None if local is None else f"http://127.0.0.1:{settings.s3_port}",
+            s3_credentials=local,
         )
     finally:
         stack.stop()

@@ -1,0 +1,107 @@
+"""A whole local stack (`python -m compose up`, supervisor included) in its own folder."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from compose.settings import StackSettings
+from compose.stack import free_ports_env
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class StackError(RuntimeError):
+    """The stack did not do what a scenario needs; the message carries its output."""
+
+
+class LocalStack:
+    """Drives the stack as a user does (`compose up/down/status`), on free ports."""
+
+    def __init__(self, folder: Path, **extra_env: str) -> None:
+        self.folder = folder
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("TRACKER_")},
+            "TRACKER_DATA_DIR": str(folder / "data"),
+            **free_ports_env(),
+            **extra_env,
+        }
+        self.settings = StackSettings.from_env(self.env)
+
+    @property
+    def edge_url(self) -> str:
+        return f"http://{self.settings.host}:{self.settings.edge_port}"
+
+    @property
+    def projector_url(self) -> str:
+        return f"http://{self.settings.host}:{self.settings.projector_port}"
+
+    def compose(self, command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "compose", command],
+            cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+
+    def up(self) -> None:
+        result = self.compose("up")
+        if result.returncode != 0:
+            raise StackError(f"compose up failed:\n{result.stdout}\n{result.stderr}")
+
+    def down(self) -> None:
+        result = self.compose("down")
+        if result.returncode != 0:
+            raise StackError(f"compose down failed:\n{result.stdout}\n{result.stderr}")
+
+    def services(self) -> dict[str, dict[str, Any]]:
+        path = self.settings.data_dir / "run" / "stack.json"
+        try:
+            state: dict[str, Any] = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return {}
+        services: dict[str, dict[str, Any]] = state.get("services", {})
+        return services
+
+    def wait_running(self, name: str, timeout: float = 120.0) -> int:
+        """The pid of ``name`` once the supervisor reports it running."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info = self.services().get(name, {})
+            if info.get("state") == "running" and info.get("pid"):
+                return int(info["pid"])
+            time.sleep(0.2)
+        raise StackError(f"{name} not running after {timeout:.0f}s: {self.services()}")
+
+    def wait_restarted(self, name: str, old_pid: int, timeout: float = 120.0) -> int:
+        """The pid of ``name`` once the supervisor runs a new process in place of ``old_pid``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid = self.wait_running(name, timeout=max(deadline - time.monotonic(), 0.1))
+            if pid != old_pid:
+                return pid
+            time.sleep(0.2)
+        raise StackError(f"{name} was not restarted within {timeout:.0f}s: {self.services()}")
+
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> int:
+        """Send ``sig`` to the service's whole process group (the edge's workers too)."""
+        pid = self.wait_running(name)
+        os.killpg(pid, sig)
+        return pid
+
+    def query(self, sql: str) -> list[list[str]]:
+        url = f"{self.settings.clickhouse_url}/?" + urllib.parse.urlencode({"query": sql})
+        with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 - our own URL
+            text = response.read().decode()
+        return [line.split("\t") for line in text.splitlines()]
+
+    def log(self, name: str) -> str:
+        path = self.settings.data_dir / "logs" / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
