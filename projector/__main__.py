@@ -1,4 +1,5 @@
-"""`python -m projector [run]` runs the projector; `python -m projector rebuild` replays the log."""
+"""`python -m projector [run]` runs the projector; `rebuild` replays the log into new tables;
+`accept-log` resumes partitions whose log went backwards from the log as it is now."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 import uvloop
 from aiohttp import web
 
+from projector.accept import AcceptError, accept_log
 from projector.errors import ProjectorError
 from projector.http import create_app
 from projector.loop import Projector
@@ -53,7 +55,31 @@ def main(argv: list[str] | None = None) -> int:
         "--drop-previous", action="store_true",
         help="drop the replaced tables 30 s after the swap (default: keep them)",
     )  # fmt: skip
+    accept_parser = commands.add_parser(
+        "accept-log",
+        help="resume a partition whose log went backwards from the log as it is now",
+        description="Start a new log epoch for a partition the projectors refused because its "
+        "log no longer holds what was written; what was counted stays counted.",
+    )
+    accept_parser.add_argument("--topic", help="the topic, e.g. tracker.sales")
+    accept_parser.add_argument("--partition", type=int, help="the partition number")
+    accept_parser.add_argument(
+        "--all", action="store_true", help="every partition of both topics whose log went back"
+    )
+    accept_parser.add_argument(
+        "--from-offset", type=int, metavar="OFFSET",
+        help="first offset of the new log to project (default: its earliest offset)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.command == "accept-log":
+        if args.all == (args.topic is not None or args.partition is not None):
+            accept_parser.error("give either --topic and --partition, or --all")
+        if not args.all and (args.topic is None or args.partition is None):
+            accept_parser.error("--topic and --partition go together")
+        if args.all and args.from_offset is not None:
+            accept_parser.error("--from-offset needs one --topic and --partition")
+        if args.from_offset is not None and args.from_offset < 0:
+            accept_parser.error("--from-offset must be 0 or more")
     try:
         configure_logs("projector")
         settings = ProjectorSettings.from_env()
@@ -74,8 +100,18 @@ def main(argv: list[str] | None = None) -> int:
                     write=lambda line: print(line, file=sys.stderr, flush=True),
                 )
             )
+        elif args.command == "accept-log":
+            uvloop.run(
+                accept_log(
+                    settings, topic=args.topic, partition=args.partition,
+                    from_offset=args.from_offset, write=lambda line: print(line, flush=True),
+                )
+            )  # fmt: skip
         else:
             uvloop.run(serve(settings))
+    except AcceptError as e:
+        print(f"accept-log: {e}", file=sys.stderr)
+        return 1
     except ProjectorError as e:
         print(f"projector stopped: {e}", file=sys.stderr)
         return 1

@@ -15,8 +15,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    if not request.app[PROJECTOR].ready:
-        return web.Response(status=503, text="not consuming yet\n")
+    reason = request.app[PROJECTOR].health
+    if reason is not None:
+        return web.Response(status=503, text=f"{reason}\n")
     return web.Response(text="ready\n")
 
 

@@ -1,5 +1,7 @@
 """The projector's main loop: fetch a batch, plan, decode, dedupe, attribute, sink, checkpoint.
 
+    check   before a partition is fetched (assigned, started, or its fetch moved under us):
+            does its log still hold what ClickHouse says was written? If not, refuse it
     async for batch in fetch:          (both topics, bounded by size and by time)
         plan    skip what ClickHouse already holds, rewind where it holds less
         decode  bad messages become dead letters, never a stuck partition
@@ -32,8 +34,18 @@ from projector.attribution import Touch, attribute, customer_of, qualifying_carr
 from projector.dedupe import COUNTED, CountedCache, DedupeKey, decide, dedupe_key
 from projector.errors import ProjectorError
 from projector.metrics import ProjectorMetrics
-from projector.positions import Plan, plan
-from projector.rows import click_row, dead_letter_row, sales_call_row
+from projector.positions import (
+    LogState,
+    Plan,
+    Regression,
+    Resume,
+    Stored,
+    plan,
+    record_fingerprint,
+    verify,
+)
+from projector.probe import LogProbe
+from projector.rows import Position, click_row, dead_letter_row, sales_call_row
 from projector.settings import ProjectorSettings
 from projector.sink import ClickHouseSink
 from projector.store import Store
@@ -44,7 +56,6 @@ logger = logging.getLogger(__name__)
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 Batch: TypeAlias = dict[TopicPartition, list[Record]]
-Position = tuple[str, int, int]
 _Failure = tuple[Record, Position, str]
 T = TypeVar("T")
 
@@ -60,6 +71,16 @@ class _Run:
     store: Store
     dead_letters: AIOKafkaProducer
     stop: asyncio.Event
+    probe: LogProbe
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    """A partition whose log went backwards: paused until the generation or its epoch moves."""
+
+    generation: int
+    epoch: int
+    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +101,10 @@ def where(record: Record) -> str:
     return f"{record.topic}[{record.partition}]@{record.offset}"
 
 
+def _fingerprint(value: int | None) -> str:
+    return "unknown" if value is None else f"{value:016x}"
+
+
 class _FinishBatchBeforeRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
     """Partitions move only between batches: the one in hand is written and committed first."""
 
@@ -89,14 +114,15 @@ class _FinishBatchBeforeRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._projector.lock:
             await self._projector.settle()
-            for tp in revoked:
-                self._projector.rewound.pop(tp, None)
+            self._projector.forget(revoked)
         if revoked:
             logger.info(
                 "partitions revoked: %s", sorted(f"{t.topic}[{t.partition}]" for t in revoked)
             )
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        # Nothing is fetched from them before their log is checked (the loop does it next).
+        self._projector.hold(assigned)
         if assigned:
             logger.info(
                 "partitions assigned: %s", sorted(f"{t.topic}[{t.partition}]" for t in assigned)
@@ -133,11 +159,46 @@ class Projector:
         self._cache = CountedCache(settings.dedupe_cache_size)
         self._batches_written = 0
         self.progress: Callable[[AIOKafkaConsumer], Awaitable[None]] | None = None
+        # Per partition: the log epoch its log was checked in, where its next fetch must start
+        # (where we put the consumer), whether it waits for a check, whether it was refused.
+        self._epochs: dict[TopicPartition, int] = {}
+        self._origins: dict[TopicPartition, int] = {}
+        self._unverified: set[TopicPartition] = set()
+        self.refused: dict[TopicPartition, _Refused] = {}
+        self._said_unverified: set[TopicPartition] = set()
+        self._resumed_at_ms: dict[TopicPartition, int] = {}
+        self._watched_at = -GENERATION_TTL_S
+
+    @property
+    def health(self) -> str | None:
+        """Why the projector is not ready, or None when it is (what /readyz answers)."""
+        if self._consumer is None or not self._consumer.assignment():
+            return "not consuming yet"  # a group join can take seconds
+        if self.refused:
+            return "log went backwards, partitions refused until an operator acts: " + "; ".join(
+                r.message for _, r in sorted(self.refused.items())
+            )
+        return None
 
     @property
     def ready(self) -> bool:
-        """Consuming: partitions are assigned (a group join can take seconds)."""
-        return self._consumer is not None and bool(self._consumer.assignment())
+        return self.health is None
+
+    def hold(self, partitions: set[TopicPartition]) -> None:
+        """Fetch nothing from ``partitions`` until their log is checked."""
+        if self._consumer is not None and partitions:
+            self._consumer.pause(*partitions)
+        self._unverified |= partitions
+
+    def forget(self, partitions: set[TopicPartition]) -> None:
+        """Partitions that left this instance (their new owner checks them again)."""
+        for tp in partitions:
+            self.rewound.pop(tp, None)
+            self._epochs.pop(tp, None)
+            self._origins.pop(tp, None)
+            self._resumed_at_ms.pop(tp, None)
+            self._unverified.discard(tp)
+            self.refused.pop(tp, None)
 
     async def _retrying(
         self, what: str, action: Callable[[], Awaitable[T]], stop: asyncio.Event
@@ -172,7 +233,9 @@ class Projector:
                 s.kafka_bootstrap, s.topics, partitions=s.kafka_partitions,
                 replication=s.kafka_replication,
             )  # fmt: skip
-            consumer = await self._start_consumer(store, stop)
+            probe = LogProbe(s.kafka_bootstrap)
+            await self._retrying("start the log probe", probe.start, stop)
+            consumer = await self._start_consumer()
             dead_letters = AIOKafkaProducer(
                 bootstrap_servers=list(s.kafka_bootstrap), acks="all",
                 enable_idempotence=s.kafka_idempotence,
@@ -180,24 +243,28 @@ class Projector:
             await dead_letters.start()
             try:
                 try:
-                    await self._loop(_Run(consumer, store, dead_letters, stop), burst=burst)
+                    run = _Run(consumer, store, dead_letters, stop, probe)
+                    await self._loop(run, burst=burst)
                 finally:
                     await self.settle()
             finally:
                 self._consumer = None
                 await consumer.stop()
                 await dead_letters.stop()
+                await probe.stop()
         finally:
             await store.close()
 
-    async def _start_consumer(self, store: Store, stop: asyncio.Event) -> AIOKafkaConsumer:
+    async def _start_consumer(self) -> AIOKafkaConsumer:
         s = self.settings
         topics = self._topics
         consumer = AIOKafkaConsumer(
             bootstrap_servers=list(s.kafka_bootstrap),
             group_id=None if self._fixed_generation else s.group_id,
             enable_auto_commit=False,
-            # "latest" is unreliable on some brokers; a new group reads the whole log.
+            # Positions come from ClickHouse (every partition is sought after its log check).
+            # An out-of-range fetch resets to the earliest offset: the loop sees the fetch start
+            # where it did not put the consumer and checks the log before writing anything.
             auto_offset_reset="earliest",
             max_poll_records=s.batch_max,
         )
@@ -209,15 +276,10 @@ class Projector:
                 for p in sorted(await self._partitions(consumer, topic))
             ]
             consumer.assign(partitions)
-            # Start where the generation's tables end: the rebuild's second pass does not
-            # fetch again the clicks its first pass wrote.
-            generation = self._fixed_generation
-            written = await self._retrying(
-                "read positions", lambda: store.next_offsets(generation, partitions), stop
-            )
-            await consumer.seek_to_beginning(*[tp for tp in partitions if tp not in written])
-            for tp, offset in written.items():
-                consumer.seek(tp, offset)
+            self._consumer = consumer
+            # The log check seeks where the generation's tables end: the rebuild's second
+            # pass does not fetch again the clicks its first pass wrote.
+            self.hold(set(partitions))
         else:
             consumer.subscribe(topics, listener=_FinishBatchBeforeRevoke(self))
         return consumer
@@ -240,9 +302,11 @@ class Projector:
             " and ".join(self._topics), s.clickhouse_database, self._generation,
         )  # fmt: skip
         while not r.stop.is_set():
+            await self._check_logs(r)
             batch = await r.consumer.getmany(
                 timeout_ms=s.flush_interval_ms, max_records=s.batch_max
             )
+            self._watch_highwaters(r.consumer)
             batch = {tp: records for tp, records in batch.items() if records}
             if not batch:
                 if self._writing is not None and self._writing.done():
@@ -272,6 +336,153 @@ class Projector:
         if writing is not None:
             await writing
 
+    # -- is the log still the one we wrote from? ------------------------------------------------
+
+    async def _check_logs(self, r: _Run) -> None:
+        """Resume the partitions waiting for a check of their log, or refuse them.
+
+        Refused partitions are looked at again (at most every GENERATION_TTL_S) in case an
+        operator acted: a new live generation (``rebuild``) or a new log epoch (``accept-log``).
+        """
+        now = time.monotonic()
+        watch = bool(self.refused) and now - self._watched_at >= GENERATION_TTL_S
+        if not self._unverified and not watch:
+            return
+        async with self.lock:
+            # Positions must include the write in flight.
+            await self.settle()
+            generation = await self._current_generation(r.store, r.stop)
+            if watch:
+                self._watched_at = now
+                await self._watch(generation, r)
+            assigned = r.consumer.assignment()
+            self._unverified &= assigned
+            tps = sorted(self._unverified)
+            if not tps:
+                return
+            stored = await self._retrying(
+                "read positions", lambda: r.store.positions(generation, tps), r.stop
+            )
+            logs = await self._retrying(
+                "read the log", lambda: r.probe.states({tp: stored.get(tp) for tp in tps}), r.stop
+            )
+            for tp in tps:
+                self._unverified.discard(tp)
+                verdict = verify(stored.get(tp), logs[tp])
+                if isinstance(verdict, Regression):
+                    self._refuse(
+                        tp, generation=generation, stored=stored.get(tp), log=logs[tp],
+                        verdict=verdict, consumer=r.consumer,
+                    )  # fmt: skip
+                else:
+                    self._resume(tp, stored.get(tp), verdict, r.consumer)
+
+    async def _watch(self, generation: int, r: _Run) -> None:
+        """Check refused partitions again once the generation or their epoch moved."""
+        tps = sorted(self.refused)
+        stored = await self._retrying(
+            "read positions", lambda: r.store.positions(generation, tps), r.stop
+        )
+        for tp in tps:
+            refused = self.refused[tp]
+            epoch = stored[tp].epoch if tp in stored else 0
+            if (refused.generation, refused.epoch) != (generation, epoch):
+                logger.warning(
+                    "%s[%d]: now generation %d, log epoch %d (refused in generation %d, epoch "
+                    "%d): checking its log again",
+                    tp.topic, tp.partition, generation, epoch, refused.generation, refused.epoch,
+                )  # fmt: skip
+                del self.refused[tp]
+                self._unverified.add(tp)
+
+    def _watch_highwaters(self, consumer: AIOKafkaConsumer) -> None:
+        """Hold partitions whose log now ends before where we fetch: it went backwards.
+
+        Kafka answers such a fetch "offset out of range" (the client resets to the earliest
+        offset, and the plan sees the fetch start elsewhere); some brokers (Tansu) answer it
+        with no records and the lower high watermark, and would serve the new log's records
+        from our position on once it grows past it, the ones below silently skipped.
+        """
+        for tp in consumer.assignment():
+            origin = self._origins.get(tp)
+            if origin is None or tp in self._unverified or tp in self.refused:
+                continue
+            highwater = consumer.highwater(tp)
+            answered_at = consumer.last_poll_timestamp(tp)
+            # Only an answer to a fetch made after the partition resumed is about this log.
+            if highwater is None or answered_at is None:
+                continue
+            if answered_at > self._resumed_at_ms.get(tp, 0) and highwater < origin:
+                logger.warning(
+                    "%s[%d]@%d: the log ends at %d (high watermark), below where we fetch: "
+                    "checking the log before writing anything of it",
+                    tp.topic, tp.partition, origin, highwater,
+                )  # fmt: skip
+                self.hold({tp})
+
+    def _resume(
+        self, tp: TopicPartition, stored: Stored | None, verdict: Resume, consumer: AIOKafkaConsumer
+    ) -> None:
+        epoch = stored.epoch if stored is not None else 0
+        self._epochs[tp] = epoch
+        self._origins[tp] = verdict.offset
+        if verdict.gap is not None:
+            # The plan accepts this gap once, and says so.
+            self.rewound[tp] = verdict.gap[0]
+        if verdict.unverified and tp not in self._said_unverified:
+            self._said_unverified.add(tp)
+            logger.warning(
+                "%s[%d]@%d: no fingerprint to compare for the last record written (written "
+                "before fingerprints existed, or gone by retention): checked the high "
+                "watermark only",
+                tp.topic, tp.partition, verdict.offset,
+            )  # fmt: skip
+        logger.info(
+            "%s[%d]@%d: log checked (epoch %d): resuming here",
+            tp.topic, tp.partition, verdict.offset, epoch,
+        )  # fmt: skip
+        consumer.seek(tp, verdict.offset)
+        consumer.resume(tp)
+        self._resumed_at_ms[tp] = int(time.time() * 1000)
+
+    def _refuse(
+        self,
+        tp: TopicPartition,
+        *,
+        generation: int,
+        stored: Stored | None,
+        log: LogState,
+        verdict: Regression,
+        consumer: AIOKafkaConsumer,
+    ) -> None:
+        """Stop consuming ``tp`` (others go on), loudly, until an operator acts."""
+        assert stored is not None  # nothing stored never regresses
+        position, epoch = stored.next_offset, stored.epoch
+        message = (
+            f"{tp.topic}[{tp.partition}]@{position}: {verdict.reason}; expected (position "
+            f"{position}, fingerprint {_fingerprint(stored.fingerprint)}), found (high "
+            f"watermark {log.high_watermark}, fingerprint at {position - 1} "
+            f"{_fingerprint(log.found)})"
+        )
+        if self._fixed_generation:
+            raise ProjectorError(
+                f"the log went backwards during the rebuild: {message}; run it again",
+                retriable=False,
+            )
+        consumer.pause(tp)
+        self.refused[tp] = _Refused(generation, epoch, message)
+        self.metrics.log_regressions.labels(tp.topic, str(tp.partition)).inc()
+        logger.error(
+            "%s[%d]@%d: the log went backwards, partition refused (generation %d, log epoch "
+            "%d): %s; expected (position %d, fingerprint %s), found (high watermark %d, "
+            "fingerprint at %d %s). Nothing of it is skipped or written until an operator "
+            "runs `python -m projector accept-log --topic %s --partition %d` (project the log "
+            "as it is now) or `python -m projector rebuild`",
+            tp.topic, tp.partition, position, generation, epoch, verdict.reason, position,
+            _fingerprint(stored.fingerprint), log.high_watermark, position - 1,
+            _fingerprint(log.found), tp.topic, tp.partition,
+        )  # fmt: skip
+
     # -- one batch ----------------------------------------------------------------------------
 
     async def _project(self, batch: Batch, r: _Run) -> tuple[ClickHouseSink, Batch, _Written]:
@@ -284,11 +495,21 @@ class Projector:
         clicks, calls, failures = self._decode(batch)
         # The three look-ups do not depend on each other: one concurrent round trip. The
         # last two may cover records the plan then skips; extra answers are facts all the same.
-        next_offsets, counted, stored = await asyncio.gather(
-            self._retrying("read positions", lambda: store.next_offsets(generation, spans), stop),
+        positions, counted, stored = await asyncio.gather(
+            self._retrying("read positions", lambda: store.positions(generation, spans), stop),
             self._counted(generation, calls, r),
             self._stored_touches(generation, calls, r),
         )
+        next_offsets = {tp: s.next_offset for tp, s in positions.items()}
+        # A partition whose epoch moved (an operator accepted a new log, a rebuild swapped in
+        # other tables) or that waits for a check is not written until its log is checked.
+        held = {
+            tp
+            for tp in spans
+            if tp in self._unverified
+            or tp in self.refused
+            or (positions[tp].epoch if tp in positions else 0) != self._epochs.get(tp, 0)
+        }
         # The previous batch may still be in flight: what it writes counts as written.
         earlier: list[Click] = []
         before = self._written
@@ -298,9 +519,9 @@ class Projector:
                     next_offsets[tp] = max(next_offsets.get(tp, 0), offset)
             counted = {**before.counted, **counted}
             earlier = before.clicks
-        p = plan(spans, next_offsets, self.rewound)
-        self._follow(p, spans, r.consumer)
-        if p.rewind_to or any(p.keep_from[tp] != first for tp, (first, _) in spans.items()):
+        p = plan(spans, next_offsets, self.rewound, self._origins, held)
+        self._follow(p, spans, held, r.consumer)
+        if p.rewind_to or p.verify or any(p.keep_from[tp] != spans[tp][0] for tp in p.keep_from):
             keep = {(tp.topic, tp.partition): first for tp, first in p.keep_from.items()}
 
             def keeps(at: Position) -> bool:
@@ -311,14 +532,14 @@ class Projector:
             failures = [f for f in failures if keeps(f[1])]
         for record, position, reason in failures:
             await self._dead_letter(r.dead_letters, record, reason)
-            sink.dead_letters.add(dead_letter_row(position, reason, record.value), *position)
+            sink.dead_letters.add(dead_letter_row(position, reason, record.value), position)
         for tp, first in p.keep_from.items():
             new = sum(1 for record in batch[tp] if record.offset >= first)
             self.metrics.events.labels(tp.topic).inc(new)
         self.metrics.batch_size.observe(len(clicks) + len(calls) + len(failures))
 
         for click, position in clicks:
-            sink.clicks.add(click_row(click, position), *position)
+            sink.clicks.add(click_row(click, position), position)
         decisions = decide([c for c, _ in calls], counted)
         touches = self._touches(stored, calls, [*earlier, *(c for c, _ in clicks)])
         window = self.settings.attribution_window_ms
@@ -334,8 +555,10 @@ class Projector:
                 self.metrics.duplicates.labels(decision.reason).inc()
             else:
                 self.metrics.rejects.labels(decision.reason).inc()
-            sink.calls.add(sales_call_row(call, decision, attribution, position), *position)
-        kept = {tp: records for tp, records in batch.items() if tp not in p.rewind_to}
+            sink.calls.add(sales_call_row(call, decision, attribution, position), position)
+        kept = {tp: records for tp, records in batch.items() if tp in p.keep_from}
+        for tp, records in kept.items():
+            self._origins[tp] = records[-1].offset + 1
         written = _Written(
             generation=generation,
             next_offsets={tp: records[-1].offset + 1 for tp, records in kept.items()},
@@ -345,16 +568,35 @@ class Projector:
         return sink, kept, written
 
     def _follow(
-        self, p: Plan, spans: dict[TopicPartition, tuple[int, int]], consumer: AIOKafkaConsumer
+        self,
+        p: Plan,
+        spans: dict[TopicPartition, tuple[int, int]],
+        held: set[TopicPartition],
+        consumer: AIOKafkaConsumer,
     ) -> None:
-        """Seek where the plan rewinds; say where it accepts a gap."""
+        """Seek where the plan rewinds; hold what it checks again; say where it accepts a gap."""
         for tp, offset in p.rewind_to.items():
             logger.warning(
-                "%s[%d]: ClickHouse holds up to %d, fetch started at %d: rewinding",
-                tp.topic, tp.partition, offset, spans[tp][0],
+                "%s[%d]@%d: ClickHouse holds up to %d, fetch started here: rewinding",
+                tp.topic, tp.partition, spans[tp][0], offset,
             )  # fmt: skip
             self.rewound[tp] = offset
+            self._origins[tp] = offset
             consumer.seek(tp, offset)
+        for tp in sorted(p.verify):
+            if tp in held:
+                logger.info(
+                    "%s[%d]@%d: its log epoch or generation moved: checking its log again",
+                    tp.topic, tp.partition, spans[tp][0],
+                )  # fmt: skip
+            else:
+                logger.warning(
+                    "%s[%d]@%d: fetch started here, not at %s where the consumer was put (an "
+                    "out-of-range reset: did the log change?); checking the log before "
+                    "writing anything of it",
+                    tp.topic, tp.partition, spans[tp][0], self._origins.get(tp),
+                )  # fmt: skip
+            self.hold({tp})
         for tp, (expected, first) in p.gaps_accepted.items():
             logger.error(
                 "%s[%d]: offsets %d..%d are gone from the log (retention?); moving on",
@@ -371,8 +613,12 @@ class Projector:
         failures: list[_Failure] = []
         for tp, records in batch.items():
             sales = tp.topic == sales_topic
+            epoch = self._epochs.get(tp, 0)
             for record in records:
-                position = (record.topic, record.partition, record.offset)
+                position = (
+                    record.topic, record.partition, record.offset, epoch,
+                    record_fingerprint(record.key, record.value),
+                )  # fmt: skip
                 try:
                     if sales:
                         calls.append((decode_sale(record.value), position))

@@ -54,6 +54,13 @@ class ProjectorMetrics:
             "Flush plus commit time per batch",
             registry=self.registry,
         )
+        self.log_regressions = Counter(
+            "tracker_projector_log_regressions",
+            "Times a partition was refused because its log no longer holds what was written "
+            "(topic recreated, broker storage lost or restored); it waits for an operator",
+            ["topic", "partition"],
+            registry=self.registry,
+        )
         self.lag = Gauge(
             "tracker_projector_lag",
             "Messages behind the high watermark",

@@ -13,17 +13,23 @@ from schemas.events import Click, SaleCall
 SALES_CALLS_COLUMNS: Final = (
     "universe", "transaction_id", "event_id", "source", "status", "reason", "amount_raw",
     "amount", "currency", "customer_id", "campaign_id", "link_id", "product", "clicked_at",
-    "received_at", "client_hash", "kafka_topic", "kafka_partition", "kafka_offset",
+    "received_at", "client_hash", "kafka_topic", "kafka_partition", "kafka_offset", "log_epoch",
+    "kafka_fingerprint",
 )  # fmt: skip
 CLICKS_COLUMNS: Final = (
     "universe", "customer_id", "campaign_id", "link_id", "product", "clicked_at", "event_id",
-    "client_hash", "kafka_topic", "kafka_partition", "kafka_offset",
+    "client_hash", "kafka_topic", "kafka_partition", "kafka_offset", "log_epoch",
+    "kafka_fingerprint",
 )  # fmt: skip
 DEAD_LETTERS_COLUMNS: Final = (
-    "kafka_topic", "kafka_partition", "kafka_offset", "reason", "payload",
+    "kafka_topic", "kafka_partition", "kafka_offset", "log_epoch", "kafka_fingerprint", "reason",
+    "payload",
 )  # fmt: skip
 
 Row = tuple[object, ...]
+# Where a record came from: topic, partition, offset, log epoch, record fingerprint. Every
+# ledger row ends with it (the positions views read it).
+Position = tuple[str, int, int, int, int]
 ZERO: Final = Decimal(0)
 
 
@@ -35,7 +41,7 @@ def sales_call_row(
     call: SaleCall,
     decision: Decision,
     attribution: Attribution | None,
-    position: tuple[str, int, int],
+    position: Position,
 ) -> Row:
     """The ledger row of one call; only counted calls carry an attribution."""
     a = attribution or Attribution(customer_id=call.customer_id or call.click_customer_id)
@@ -48,12 +54,12 @@ def sales_call_row(
     )  # fmt: skip
 
 
-def click_row(click: Click, position: tuple[str, int, int]) -> Row:
+def click_row(click: Click, position: Position) -> Row:
     return (
         click.universe, click.customer_id, click.campaign_id, click.link_id, click.product,
         timestamp(click.clicked_at_ms), click.event_id, click.client_hash, *position,
     )  # fmt: skip
 
 
-def dead_letter_row(position: tuple[str, int, int], reason: str, payload: bytes | None) -> Row:
+def dead_letter_row(position: Position, reason: str, payload: bytes | None) -> Row:
     return (*position, reason, (payload or b"").decode("utf-8", errors="replace"))

@@ -12,7 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from projector.metrics import ProjectorMetrics
-from projector.rows import CLICKS_COLUMNS, DEAD_LETTERS_COLUMNS, SALES_CALLS_COLUMNS, Row
+from projector.rows import (
+    CLICKS_COLUMNS,
+    DEAD_LETTERS_COLUMNS,
+    SALES_CALLS_COLUMNS,
+    Position,
+    Row,
+)
 from projector.store import Store, dedup_token
 
 
@@ -21,12 +27,15 @@ class _Table:
     name: str
     columns: Sequence[str]
     rows: list[Row] = field(default_factory=list)
-    # topic[partition] -> (first, last) offset of the rows added
+    # topic[partition]#epoch -> (first, last) offset of the rows added. The epoch is part of
+    # the block's identity: a new log's offsets repeat the old one's, and a block of the new
+    # log under the old one's token would be dropped by insert deduplication.
     spans: dict[str, tuple[int, int]] = field(default_factory=dict)
 
-    def add(self, row: Row, topic: str, partition: int, offset: int) -> None:
+    def add(self, row: Row, position: Position) -> None:
         self.rows.append(row)
-        where = f"{topic}[{partition}]"
+        topic, partition, offset, epoch, _ = position
+        where = f"{topic}[{partition}]#{epoch}"
         first, _ = self.spans.get(where, (offset, offset))
         self.spans[where] = (min(first, offset), offset)
 

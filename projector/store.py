@@ -21,8 +21,15 @@ from clickhouse_connect.driver.external import ExternalData
 from projector.attribution import Touch
 from projector.dedupe import DedupeKey
 from projector.errors import ProjectorError
+from projector.positions import PositionRow, Stored, current_positions
 from projector.rows import Row
-from schemas.ddl import meta_statements, table_names, table_statements, view_statements
+from schemas.ddl import (
+    meta_statements,
+    retired_names,
+    table_names,
+    table_statements,
+    view_statements,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -125,10 +132,42 @@ class Store:
     async def create_generation(self, generation: int) -> None:
         for sql in table_statements(self.database, generation):
             await self._command(sql)
+        await self._adopt_retired_positions(generation)
+
+    async def _adopt_retired_positions(self, generation: int) -> None:
+        """Carry a generation created before log epochs over to ``log_positions``.
+
+        Its positions become epoch 0 with an unknown fingerprint (0): the projector checks
+        only the high watermark for them until it writes again. Runs at prepare time, before
+        any insert; running it twice (two instances starting) is harmless, positions are
+        max-aggregated. The old views are dropped so the old table stops growing.
+        """
+        views, table = retired_names(self.database, generation)
+        rows = await self._rows(
+            "SELECT count() FROM system.tables "
+            "WHERE database = {db:String} AND name = {name:String}",
+            {"db": self.database, "name": table.split(".", 1)[1]},
+        )
+        if not rows or not int(rows[0][0]):
+            return
+        await self._command(
+            f"INSERT INTO {self.database}.log_positions_g{int(generation)} "
+            "(kafka_topic, kafka_partition, log_epoch, last_written) "
+            "SELECT kafka_topic, kafka_partition, 0, (max(next_offset), toUInt64(0)) "
+            f"FROM {table} GROUP BY kafka_topic, kafka_partition"
+        )
+        for view in views:
+            await self._command(f"DROP TABLE IF EXISTS {view} SYNC")
+        logger.warning(
+            "generation %d predates log epochs: its positions were carried over to "
+            "log_positions_g%d without fingerprints",
+            generation, generation,
+        )  # fmt: skip
 
     async def drop_generation(self, generation: int) -> None:
         # Views first: a table cannot go while a materialized view still reads from it.
-        for name in reversed(table_names(self.database, generation)):
+        views, table = retired_names(self.database, generation)
+        for name in [*views, *reversed(table_names(self.database, generation)), table]:
             await self._command(f"DROP TABLE IF EXISTS {name} SYNC")
 
     async def activate(self, generation: int) -> None:
@@ -141,23 +180,47 @@ class Store:
 
     # -- look-ups ---------------------------------------------------------------------------
 
-    async def next_offsets(
+    async def positions(
         self, generation: int, partitions: Iterable[TopicPartition]
-    ) -> dict[TopicPartition, int]:
+    ) -> dict[TopicPartition, Stored]:
+        """Each partition's position in its current log epoch (absent: nothing written)."""
         wanted = {(tp.topic, tp.partition) for tp in partitions}
         if not wanted:
             return {}
         rows = await self._rows(
-            f"SELECT kafka_topic, kafka_partition, max(next_offset) "
-            f"FROM {self.database}.positions_g{generation} "
-            "WHERE kafka_topic IN {topics:Array(String)} GROUP BY kafka_topic, kafka_partition",
-            {"topics": sorted({topic for topic, _ in wanted})},
+            "SELECT kafka_topic, kafka_partition, log_epoch, max(last_written), 0 "
+            f"FROM {self.database}.log_positions_g{int(generation)} "
+            "WHERE kafka_topic IN {topics:Array(String)} "
+            "GROUP BY kafka_topic, kafka_partition, log_epoch "
+            "UNION ALL "
+            "SELECT kafka_topic, kafka_partition, log_epoch, (start_offset, toUInt64(0)), 1 "
+            f"FROM {self.database}.log_epochs "
+            "WHERE generation = {generation:UInt32} AND kafka_topic IN {topics:Array(String)}",
+            {"topics": sorted({topic for topic, _ in wanted}), "generation": generation},
         )
-        return {
-            TopicPartition(topic, partition): int(offset)
-            for topic, partition, offset in rows
-            if (topic, partition) in wanted
-        }
+        found: list[PositionRow] = [
+            (str(t), int(p), int(e), (int(last[0]), int(last[1])), int(a))
+            for t, p, e, last, a in rows
+            if (t, p) in wanted
+        ]
+        return current_positions(found)
+
+    async def accept_epoch(
+        self, generation: int, tp: TopicPartition, epoch: int, start_offset: int, reason: str
+    ) -> None:
+        """Record that ``tp`` is projected from ``start_offset`` of its log, as ``epoch``."""
+        await _guard(
+            "record a log epoch",
+            lambda: self._client.insert(
+                "log_epochs",
+                [(generation, tp.topic, tp.partition, epoch, start_offset, reason)],
+                column_names=[
+                    "generation", "kafka_topic", "kafka_partition", "log_epoch",
+                    "start_offset", "reason",
+                ],
+                database=self.database,
+            ),
+        )  # fmt: skip
 
     async def counted(self, generation: int, keys: Iterable[DedupeKey]) -> dict[DedupeKey, str]:
         """Which of ``keys`` are already counted, and by which event."""

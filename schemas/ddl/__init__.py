@@ -51,3 +51,14 @@ def table_names(database: str, generation: int) -> list[str]:
     return [
         m.group(1) for sql in table_statements(database, generation) if (m := pattern.search(sql))
     ]
+
+
+def retired_names(database: str, generation: int) -> tuple[list[str], str]:
+    """What generations created before log epochs had and no longer get: the materialized
+    views feeding ``positions_g`` (dropped when the generation is prepared) and that table
+    (kept, frozen, until the generation is dropped)."""
+    views = [
+        f"{database}.positions_from_{source}_g{generation}"
+        for source in ("sales", "clicks", "dead_letters")
+    ]
+    return views, f"{database}.positions_g{generation}"

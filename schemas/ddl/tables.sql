@@ -3,9 +3,9 @@
 -- Exactly-once in effect: the projector writes each batch of one topic as ONE insert into
 -- one ledger table (sales_calls_g / clicks_g / dead_letters_g); everything else is derived
 -- from those inserts by materialized views. A single-block insert is atomic, and every
--- ledger row carries its Kafka position; positions_g (fed by the same inserts) holds the
--- next offset to write per partition, and the projector skips or rewinds against it before
--- every write. So a batch is applied once even if the process dies between the write and the
+-- ledger row carries its Kafka position (with its log epoch and record fingerprint);
+-- log_positions_g (fed by the same inserts) holds the next offset to write per partition and
+-- epoch, and the projector skips or rewinds against it before every write. So a batch is applied once even if the process dies between the write and the
 -- offset commit. Insert deduplication tokens plus deduplicate_blocks_in_dependent_materialized_views
 -- make an in-process retry of the same block a no-op in every table it reaches, which is why
 -- every table below sets non_replicated_deduplication_window.
@@ -31,7 +31,9 @@ CREATE TABLE IF NOT EXISTS {database}.sales_calls_g{generation}
     client_hash       String,
     kafka_topic       LowCardinality(String),
     kafka_partition   UInt32,
-    kafka_offset      UInt64
+    kafka_offset      UInt64,
+    log_epoch         UInt32 DEFAULT 0,
+    kafka_fingerprint UInt64 DEFAULT 0
 )
 ENGINE = MergeTree
 ORDER BY (universe, received_at, event_id)
@@ -49,7 +51,9 @@ CREATE TABLE IF NOT EXISTS {database}.clicks_g{generation}
     client_hash       String,
     kafka_topic       LowCardinality(String),
     kafka_partition   UInt32,
-    kafka_offset      UInt64
+    kafka_offset      UInt64,
+    log_epoch         UInt32 DEFAULT 0,
+    kafka_fingerprint UInt64 DEFAULT 0
 )
 ENGINE = MergeTree
 ORDER BY (universe, customer_id, clicked_at)
@@ -62,6 +66,8 @@ CREATE TABLE IF NOT EXISTS {database}.dead_letters_g{generation}
     kafka_topic       LowCardinality(String),
     kafka_partition   UInt32,
     kafka_offset      UInt64,
+    log_epoch         UInt32 DEFAULT 0,
+    kafka_fingerprint UInt64 DEFAULT 0,
     reason            String,
     payload           String,
     seen_at           DateTime64(3, 'UTC') DEFAULT now64(3)
@@ -70,30 +76,54 @@ ENGINE = MergeTree
 ORDER BY (kafka_topic, kafka_partition, kafka_offset)
 SETTINGS non_replicated_deduplication_window = 10000;
 
-CREATE TABLE IF NOT EXISTS {database}.positions_g{generation}
+-- Tables created before log epochs and fingerprints existed get the columns here (a no-op
+-- on new ones), before the views below read them. Old rows read as epoch 0, fingerprint 0
+-- ("not known").
+ALTER TABLE {database}.sales_calls_g{generation}
+    ADD COLUMN IF NOT EXISTS log_epoch UInt32 DEFAULT 0 AFTER kafka_offset,
+    ADD COLUMN IF NOT EXISTS kafka_fingerprint UInt64 DEFAULT 0 AFTER log_epoch;
+
+ALTER TABLE {database}.clicks_g{generation}
+    ADD COLUMN IF NOT EXISTS log_epoch UInt32 DEFAULT 0 AFTER kafka_offset,
+    ADD COLUMN IF NOT EXISTS kafka_fingerprint UInt64 DEFAULT 0 AFTER log_epoch;
+
+ALTER TABLE {database}.dead_letters_g{generation}
+    ADD COLUMN IF NOT EXISTS log_epoch UInt32 DEFAULT 0 AFTER kafka_offset,
+    ADD COLUMN IF NOT EXISTS kafka_fingerprint UInt64 DEFAULT 0 AFTER log_epoch;
+
+-- Next offset to write per partition and log epoch, with the fingerprint of the record just
+-- below it: max() over (offset + 1, fingerprint) pairs keeps the pair of the highest offset
+-- (offsets are unique within an epoch), so the projector can check that the log still holds
+-- the record it wrote last. An epoch starts when an operator accepts a new log
+-- (meta.sql's log_epochs); earlier epochs stay as history.
+CREATE TABLE IF NOT EXISTS {database}.log_positions_g{generation}
 (
     kafka_topic       LowCardinality(String),
     kafka_partition   UInt32,
-    next_offset       SimpleAggregateFunction(max, UInt64)
+    log_epoch         UInt32,
+    last_written      SimpleAggregateFunction(max, Tuple(UInt64, UInt64))
 )
 ENGINE = AggregatingMergeTree
-ORDER BY (kafka_topic, kafka_partition)
+ORDER BY (kafka_topic, kafka_partition, log_epoch)
 SETTINGS non_replicated_deduplication_window = 10000;
 
-CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.positions_from_sales_g{generation}
-TO {database}.positions_g{generation} AS
-SELECT kafka_topic, kafka_partition, max(kafka_offset) + 1 AS next_offset
-FROM {database}.sales_calls_g{generation} GROUP BY kafka_topic, kafka_partition;
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.log_positions_from_sales_g{generation}
+TO {database}.log_positions_g{generation} AS
+SELECT kafka_topic, kafka_partition, log_epoch,
+       max((kafka_offset + 1, kafka_fingerprint)) AS last_written
+FROM {database}.sales_calls_g{generation} GROUP BY kafka_topic, kafka_partition, log_epoch;
 
-CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.positions_from_clicks_g{generation}
-TO {database}.positions_g{generation} AS
-SELECT kafka_topic, kafka_partition, max(kafka_offset) + 1 AS next_offset
-FROM {database}.clicks_g{generation} GROUP BY kafka_topic, kafka_partition;
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.log_positions_from_clicks_g{generation}
+TO {database}.log_positions_g{generation} AS
+SELECT kafka_topic, kafka_partition, log_epoch,
+       max((kafka_offset + 1, kafka_fingerprint)) AS last_written
+FROM {database}.clicks_g{generation} GROUP BY kafka_topic, kafka_partition, log_epoch;
 
-CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.positions_from_dead_letters_g{generation}
-TO {database}.positions_g{generation} AS
-SELECT kafka_topic, kafka_partition, max(kafka_offset) + 1 AS next_offset
-FROM {database}.dead_letters_g{generation} GROUP BY kafka_topic, kafka_partition;
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.log_positions_from_dead_letters_g{generation}
+TO {database}.log_positions_g{generation} AS
+SELECT kafka_topic, kafka_partition, log_epoch,
+       max((kafka_offset + 1, kafka_fingerprint)) AS last_written
+FROM {database}.dead_letters_g{generation} GROUP BY kafka_topic, kafka_partition, log_epoch;
 
 -- Counted sales, ordered for the projector's "already counted?" look-ups. Each batch asks
 -- for thousands of random keys: with the default 8192-row granules nearly every granule

@@ -46,10 +46,10 @@ async def test_counted_and_clicks_of_find_hostile_ids_exactly(
     try:
         generation = await store.prepare()
         calls = [sale(f"e{i}", tx, customer_id=tx) for i, tx in enumerate(HOSTILE)]
-        rows = [sales_call_row(c, COUNTED, None, ("t", 0, i)) for i, c in enumerate(calls)]
+        rows = [sales_call_row(c, COUNTED, None, ("t", 0, i, 0, 1)) for i, c in enumerate(calls)]
         await store.insert(f"sales_calls_g{generation}", SALES_CALLS_COLUMNS, rows, "calls")
         clicks = [click(f"c{i}", tx, "k", "l", at=T0) for i, tx in enumerate(HOSTILE)]
-        click_rows = [click_row(c, ("c", 0, i)) for i, c in enumerate(clicks)]
+        click_rows = [click_row(c, ("c", 0, i, 0, 1)) for i, c in enumerate(clicks)]
         await store.insert(f"clicks_g{generation}", CLICKS_COLUMNS, click_rows, "clicks")
 
         near_misses = [("demo", tx + " ", "") for tx in HOSTILE] + [("demo", "it", "")]
