@@ -10,7 +10,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ingest.api import MAX_BODY_BYTES, report_sales
 from ingest.click import follow_link
 from ingest.metrics import EdgeMetrics
-from ingest.pixel import sale_pixel
+from ingest.pixel import publish_malformed_call, sale_pixel
+from ingest.protocol import EdgeRunner, ProtocolEvents
 from ingest.publisher import Publisher
 from ingest.settings import EdgeSettings
 from ingest.state import METRICS, PUBLISHER, SETTINGS
@@ -25,11 +26,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    publisher = request.app[PUBLISHER]
-    if not publisher.connected:
-        return web.Response(status=503, text="broker not connected (events are spooled)\n")
-    if publisher.spool_full():
-        return web.Response(status=503, text="spool full\n")
+    # Not ready while events do not flow to the broker: publisher restarting, broker away,
+    # spool full. The body says which.
+    reason = request.app[PUBLISHER].unready_reason()
+    if reason is not None:
+        return web.Response(status=503, text=f"{reason}\n")
     return web.Response(text="ready\n")
 
 
@@ -72,9 +73,18 @@ def create_app(settings: EdgeSettings, *, worker: int = 0) -> web.Application:
 
 
 def create_runner(settings: EdgeSettings, *, worker: int = 0) -> web.AppRunner:
-    """The app's runner: no per-request access log, request lines up to 64 KiB."""
-    return web.AppRunner(
-        create_app(settings, worker=worker),
+    """The app's runner: no per-request access log, request lines up to 64 KiB, slow request
+    heads and idle keep-alive connections closed, protocol errors logged without floods."""
+    app = create_app(settings, worker=worker)
+    return EdgeRunner(
+        app,
+        head_timeout_s=settings.header_timeout_s,
+        events=ProtocolEvents(
+            app[METRICS].registry,
+            on_malformed_pixel=lambda line: publish_malformed_call(app, line),
+        ),
+        # aiohttp's default (about an hour) lets idle sockets pile up.
+        keepalive_timeout=settings.keepalive_s,
         access_log=None,
         max_line_size=MAX_LINE_BYTES,
         max_field_size=MAX_LINE_BYTES,

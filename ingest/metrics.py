@@ -21,6 +21,11 @@ class EdgeMetrics:
         self.clicks = Counter(
             "tracker_edge_clicks", "Tracked link requests by outcome", ["outcome"], registry=r
         )
+        # Exceptions a handler did not expect: the pixel still answered its GIF.
+        self.handler_errors = Counter(
+            "tracker_edge_handler_errors", "Unexpected exceptions in request handlers",
+            ["endpoint"], registry=r,
+        )  # fmt: skip
         self.click_context = Counter(
             "tracker_edge_click_context", "Click contexts (cookie, click id) seen by sale calls",
             ["source", "outcome"], registry=r,
@@ -47,3 +52,18 @@ class EdgeMetrics:
         self.publish_latency = Histogram(
             "tracker_edge_publish_batch_seconds", "Time to publish one batch", registry=r
         )
+        # Damage is skipped so publishing goes on; these say how much, and ops finds the bytes
+        # (but a torn tail) under <spool>/damaged/.
+        self.spool_damaged = Counter(
+            "tracker_edge_spool_damaged",
+            "Damaged spool ranges skipped (torn_tail, corrupt_frame, bad_record)",
+            ["kind"], registry=r,
+        )  # fmt: skip
+        self.spool_damaged_bytes = Counter(
+            "tracker_edge_spool_damaged_bytes", "Bytes of the damaged spool ranges skipped",
+            ["kind"], registry=r,
+        )  # fmt: skip
+        self.publisher_restarts = Counter(
+            "tracker_edge_publisher_restarts",
+            "Restarts of the publishing task after an unexpected error", registry=r,
+        )  # fmt: skip

@@ -5,7 +5,9 @@ the broker is healthy, otherwise (or when the queue is full) to the on-disk spoo
 anything is spooled, later events are spooled too until the spool is drained, so events
 reach Kafka in the order they were received. One background task sends the queue in
 batches, then the spool, and waits for the acknowledgements; a batch that fails moves to
-the spool with everything queued after it.
+the spool with everything queued after it. That task is supervised: an unexpected error is
+logged at once, counted, and the task restarted after a short pause, its batch in flight and
+the queue moved to the spool first, so nothing answered is lost and the order is kept.
 
 What a hard kill (SIGKILL, power loss) can lose: with a healthy broker, the events sent
 but not yet acknowledged (one linger interval plus a round trip); while spooling, the
@@ -31,7 +33,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 
 from ingest.metrics import EdgeMetrics
 from ingest.settings import EdgeSettings
-from ingest.spool import Spool, SpoolFull
+from ingest.spool import Record, Spool, SpoolFull
 from schemas.topics import ensure_topics
 
 logger = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ logger = logging.getLogger(__name__)
 BATCH_MAX = 5000
 BACKOFF_MAX_S = 5.0
 SEND_TIMEOUT_S = 15.0
+RESTART_BACKOFF_S = 0.5  # the first restart; doubles up to BACKOFF_MAX_S while it keeps failing
 _HEADER = struct.Struct(">HI")
 
 
@@ -54,11 +57,16 @@ class Message:
 
     @classmethod
     def unpack(cls, data: bytes) -> Message:
+        """The message ``pack`` made; ValueError when ``data`` cannot be one."""
+        if len(data) < _HEADER.size:
+            raise ValueError(f"{len(data)} bytes, shorter than a message header")
         topic_length, key_length = _HEADER.unpack_from(data)
         start = _HEADER.size
+        value_start = start + topic_length + key_length
+        if value_start > len(data):
+            raise ValueError(f"header claims {value_start} bytes, {len(data)} present")
         topic = data[start : start + topic_length].decode()
-        key = data[start + topic_length : start + topic_length + key_length]
-        return cls(topic, key, data[start + topic_length + key_length :])
+        return cls(topic, data[start + topic_length : value_start], data[value_start:])
 
 
 class Publisher:
@@ -66,12 +74,19 @@ class Publisher:
         self._settings = settings
         self._metrics = metrics
         self._queue: deque[Message] = deque()
-        self._spool = Spool(spool_dir, max_bytes=settings.spool_max_bytes)
+        # Taken from the queue, not yet acknowledged: spooled again if the task fails.
+        self._in_flight: list[Message] = []
+        self._topics = frozenset(settings.topics.all())
+        self._spool = Spool(
+            spool_dir, max_bytes=settings.spool_max_bytes, on_damage=self._count_damage
+        )
         self._wakeup = asyncio.Event()
         self._closing = False
         self._healthy = False
         self._producer: AIOKafkaProducer | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._restarting = False
+        self._restart_backoff = RESTART_BACKOFF_S
         self._last_drop_log = 0.0
         self._partitioner = DefaultPartitioner()
 
@@ -103,11 +118,23 @@ class Publisher:
     def spool_full(self) -> bool:
         return self._spool.full()
 
+    def unready_reason(self) -> str | None:
+        """Why events do not flow straight to the broker now, or None when they do."""
+        if self._restarting:
+            return "publisher restarting after an error (events are spooled)"
+        if not self._tasks or self._tasks[0].done():
+            return "publisher not running (events are spooled)"
+        if not self._healthy:
+            return "broker not connected (events are spooled)"
+        if self._spool.full():
+            return "spool full"
+        return None
+
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
         self._tasks = [
-            asyncio.create_task(self._run(), name="publisher"),
+            asyncio.create_task(self._supervise(), name="publisher"),
             asyncio.create_task(self._sync_spool(), name="spool-sync"),
         ]
 
@@ -131,9 +158,7 @@ class Publisher:
             sync.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sync
-        if self._queue:
-            self._spool_messages(list(self._queue))
-            self._queue.clear()
+        self._spool_unsent()
         self._spool.close()
         if not self._spool.empty():
             logger.warning(
@@ -145,6 +170,64 @@ class Publisher:
             self._producer = None
 
     # -- background ----------------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        """Run the publishing loop; an unexpected error restarts it instead of ending it.
+
+        A dead loop would leave every later event in the spool, unsent, while the pixel
+        keeps answering; so the error is logged now (not when the task is awaited at
+        shutdown), counted, and the loop restarted on a fresh producer.
+        """
+        while True:
+            try:
+                await self._run()
+                return
+            except Exception:
+                self._restarting = True
+                self._healthy = False  # from now on publish() spools, behind what we spool here
+                self._metrics.publisher_restarts.inc()
+                pause = self._restart_backoff
+                logger.exception("the publisher failed; restarting it in %.1fs", pause)
+                self._spool_unsent()
+                await self._drop_producer()
+                await asyncio.sleep(min(pause, 0.1) if self._closing else pause)
+                self._restart_backoff = min(pause * 2, BACKOFF_MAX_S)
+
+    def _spool_unsent(self) -> None:
+        """Move the batch in flight and the queue, in this order, to the spool."""
+        unsent = self._in_flight + list(self._queue)
+        self._in_flight = []
+        self._queue.clear()
+        if unsent:
+            self._spool_messages(unsent)
+        self._metrics.queue_depth.set(0)
+
+    async def _drop_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                await asyncio.wait_for(producer.stop(), timeout=SEND_TIMEOUT_S)
+            except Exception:  # it failed already; the restart makes a new one
+                logger.warning("stopping the failed producer failed too", exc_info=True)
+
+    def _count_damage(self, kind: str, size: int) -> None:
+        self._metrics.spool_damaged.labels(kind).inc()
+        self._metrics.spool_damaged_bytes.labels(kind).inc(size)
+
+    def _decode(self, records: list[Record]) -> list[Message]:
+        """The spooled records as messages; one that is not a message of ours is moved aside."""
+        messages = []
+        for record in records:
+            try:
+                message = Message.unpack(record.payload)
+            except ValueError as e:
+                self._spool.quarantine(record, str(e))
+                continue
+            if message.topic not in self._topics:
+                self._spool.quarantine(record, f"unknown topic {message.topic!r}")
+                continue
+            messages.append(message)
+        return messages
 
     def _spool_messages(self, messages: list[Message]) -> None:
         for message in messages:
@@ -205,12 +288,15 @@ class Publisher:
         self._producer = await self._connect()
         if self._producer is None:
             return
+        self._restarting = False  # (re)started and connected: the broker state says the rest
         backoff = 0.2
         while True:
             if self._queue:
                 batch = [self._queue.popleft() for _ in range(min(BATCH_MAX, len(self._queue)))]
                 self._metrics.queue_depth.set(len(self._queue))
+                self._in_flight = batch
                 failed = await self._send(batch)
+                self._in_flight = []
                 if failed:
                     # Keep the order: the failed ones first, then whatever arrived since.
                     self._healthy = False
@@ -219,8 +305,9 @@ class Publisher:
                     backoff = await self._back_off(backoff)
                 continue
             if not self._spool.empty():
-                records, cursor = self._spool.read(BATCH_MAX)
-                failed = await self._send([Message.unpack(r) for r in records])
+                records, cursor = self._spool.read_records(BATCH_MAX)
+                messages = self._decode(records)
+                failed = await self._send(messages) if messages else []
                 if failed:
                     self._healthy = False
                     backoff = await self._back_off(backoff)
@@ -231,6 +318,7 @@ class Publisher:
                 continue
             self._healthy = True
             backoff = 0.2
+            self._restart_backoff = RESTART_BACKOFF_S
             if self._closing:
                 return
             self._wakeup.clear()

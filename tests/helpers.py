@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
+import aiohttp
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from clickhouse_connect.driver.asyncclient import AsyncClient
@@ -46,6 +47,19 @@ async def running_projector(settings: ProjectorSettings) -> AsyncIterator[Projec
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=30)
+
+
+async def metrics_text(session: aiohttp.ClientSession, base: str) -> str:
+    async with session.get(base + "/metrics") as response:
+        return await response.text()
+
+
+def sample(text: str, name: str) -> float:
+    """The value of one sample (name with its labels) in a Prometheus text page; 0 if absent."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
 
 
 async def eventually(
