@@ -10,18 +10,23 @@ that ops see every call.
 from __future__ import annotations
 
 import hmac
+import json
 import time
-from decimal import Decimal
-from typing import Any, Final
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Final, NoReturn
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.streams import StreamReader
 
+from ingest.handler_errors import handler_failed
 from ingest.ids import new_event_id
-from ingest.pixel import resolve_context
-from ingest.privacy import client_address, client_hash
+from ingest.pixel import request_client_hash, resolve_context
 from ingest.salecall import sale_call_from_values
 from ingest.state import METRICS, PUBLISHER, SETTINGS
+from ingest.unicode import is_unicode
 from schemas.events import encode
 
 MAX_BODY_BYTES: Final = 1 * 2**20
@@ -39,14 +44,79 @@ def error(status: int, message: str) -> web.Response:
 
 def universe_of_key(api_keys: dict[str, str] | Any, header: str) -> str | None:
     scheme, _, key = header.partition(" ")
-    if scheme.lower() != "bearer" or not key:
+    key = key.strip()
+    # Header bytes that are not ASCII arrive surrogate-escaped: no key of ours looks like that,
+    # and such a string could not even be encoded to be compared.
+    if scheme.lower() != "bearer" or not key or not key.isascii():
         return None
     found = None
     for known, universe in api_keys.items():
         # Compare with every key, in constant time, so timing says nothing about them.
-        if hmac.compare_digest(known.encode(), key.strip().encode()):
+        if hmac.compare_digest(known.encode(), key.encode()):
             found = universe
     return found
+
+
+async def read_body(content: StreamReader, limit: int) -> bytes | None:
+    """The whole body, however it arrives (in pieces, chunked), or None once past ``limit``.
+
+    ``content.read(n)`` alone answers with whatever part has arrived so far.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await content.readany():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@dataclass(frozen=True, slots=True)
+class JsonNumber:
+    """A JSON number as written: an amount is read from this exact text, never via a float."""
+
+    text: str
+
+
+class JsonObject(dict[str, Any]):
+    """A JSON object that remembers its first repeated key (``repeated``, "" when none).
+
+    JSON parsers disagree on which of two values of a key wins, so a sale that repeats a
+    field is refused rather than guessed at. The first value is kept, for diagnosis.
+    """
+
+    __slots__ = ("repeated",)
+
+    def __init__(self, pairs: Iterable[tuple[str, Any]]) -> None:
+        super().__init__()
+        self.repeated = ""
+        for key, value in pairs:
+            # A lone surrogate escape ("\\ud800") is no character; a string holding one could
+            # not be encoded into the event. JSON parsers that check refuse it, as we do.
+            if not is_unicode(key) or (isinstance(value, str) and not is_unicode(value)):
+                raise ValueError("a string holds a lone surrogate escape (not Unicode)")
+            if key in self:
+                self.repeated = self.repeated or key
+            else:
+                self[key] = value
+
+
+def _not_json(constant: str) -> NoReturn:
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+def parse_json(body: bytes) -> Any:
+    """The body's JSON; raise ValueError (RecursionError when nested too deep) if it is none.
+
+    The standard library's parser, for its hooks: numbers keep their text, objects see their
+    repeated keys, and NaN/Infinity (which it would accept) are refused. The API is not the
+    edge's hot path.
+    """
+    return json.loads(
+        body.decode(), object_pairs_hook=JsonObject, parse_float=JsonNumber,
+        parse_int=JsonNumber, parse_constant=_not_json,
+    )  # fmt: skip
 
 
 def item_values(item: object, universe: str) -> tuple[dict[str, str], str, str]:
@@ -58,18 +128,32 @@ def item_values(item: object, universe: str) -> tuple[dict[str, str], str, str]:
         value = item.get(name)
         if value is None:
             continue
-        if name == "amount" and isinstance(value, int | float) and not isinstance(value, bool):
-            # JSON numbers arrive as floats; repr gives back the shortest exact text.
-            value = format(Decimal(repr(value)), "f") if isinstance(value, float) else str(value)
+        if name == "amount" and isinstance(value, JsonNumber):
+            # Its exact text: the pixel's rules then apply (no exponent, at most 4 decimals).
+            value = value.text
         if not isinstance(value, str):
             return {}, f"{name}_not_string", f"field {name} must be a string"
         values[name] = value
     if values.setdefault("universe", universe) != universe:
         return values, "universe_not_allowed", "this API key may not report sales of that universe"
+    repeated = item.repeated if isinstance(item, JsonObject) else ""
+    if repeated:
+        return values, "duplicate_field", f"field {repeated} appears more than once"
     return values, "", ""
 
 
-async def report_sales(request: web.Request) -> web.Response:  # noqa: PLR0911 - one per error
+async def report_sales(request: web.Request) -> web.Response:
+    try:
+        return await _report_sales(request)
+    except web.HTTPException:
+        raise  # aiohttp's own answers
+    except Exception as e:
+        # Counted and logged (rate-limited), never a traceback per request.
+        handler_failed(request.app[METRICS], "api", e, "answered 500")
+        return error(500, "internal error; retry (sales with an id are counted once)")
+
+
+async def _report_sales(request: web.Request) -> web.Response:  # noqa: PLR0911 - one per error
     app = request.app
     settings = app[SETTINGS]
     metrics = app[METRICS]
@@ -80,15 +164,27 @@ async def report_sales(request: web.Request) -> web.Response:  # noqa: PLR0911 -
     if (request.content_length or 0) > MAX_BODY_BYTES:
         metrics.requests.labels("api", "too_large").inc()
         return error(413, f"body larger than {MAX_BODY_BYTES} bytes")
-    body = await request.content.read(MAX_BODY_BYTES + 1)
-    if len(body) > MAX_BODY_BYTES:
+    try:
+        body = await read_body(request.content, MAX_BODY_BYTES)
+    except HttpProcessingError as e:  # e.g. a malformed chunk
+        metrics.requests.labels("api", "bad_body").inc()
+        return error(400, f"body could not be read: {e.message}")
+    except ConnectionError:
+        # The client left before its body arrived: no one reads the answer, nothing to log
+        # (raised on, aiohttp would log a traceback per such request).
+        metrics.requests.labels("api", "body_incomplete").inc()
+        return error(400, "the connection was lost before the body arrived")
+    if body is None:
         metrics.requests.labels("api", "too_large").inc()
         return error(413, f"body larger than {MAX_BODY_BYTES} bytes")
     try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as e:
+        data = parse_json(body)
+    except ValueError as e:
         metrics.requests.labels("api", "bad_json").inc()
         return error(400, f"body is not valid JSON: {e}")
+    except RecursionError:
+        metrics.requests.labels("api", "bad_json").inc()
+        return error(400, "body is not valid JSON: nested too deeply")
     items = data if isinstance(data, list) else [data]
     if not items:
         return error(400, "no sale in the body")
@@ -97,10 +193,7 @@ async def report_sales(request: web.Request) -> web.Response:  # noqa: PLR0911 -
         return error(413, f"at most {MAX_ITEMS} sales per request, got {len(items)}")
 
     received_at_ms = time.time_ns() // 1_000_000
-    address = client_address(
-        request.remote, request.headers.get("X-Forwarded-For"), settings.trusted_proxy_hops
-    )
-    hashed = client_hash(settings.secret, address)
+    hashed = request_client_hash(request, settings)
     results: list[dict[str, object]] = []
     accepted = 0
     for index, item in enumerate(items):

@@ -2,7 +2,7 @@
 
 A link whose signature does not verify redirects nowhere (no open redirect), sets nothing and
 publishes nothing; it is answered 400 with a short page and counted. Only absolute http(s)
-targets without control characters are ever redirected to, signed or not.
+targets without control characters or user info are ever redirected to, signed or not.
 """
 
 from __future__ import annotations
@@ -10,13 +10,12 @@ from __future__ import annotations
 import re
 import time
 from typing import Final
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from aiohttp import web
 
 from ingest.ids import new_event_id
-from ingest.pixel import cookie_name
-from ingest.privacy import client_address, client_hash
+from ingest.pixel import cookie_name, request_client_hash
 from ingest.salecall import OPAQUE_ID, UNIVERSE
 from ingest.signing import ClickToken, Link, SignatureError, make_token, safe_target, verify_link
 from ingest.state import METRICS, PUBLISHER, SETTINGS
@@ -72,11 +71,24 @@ def link_problem(link: Link) -> str:
 
 
 def landing_url(target: str, token: str) -> str:
-    """The target with the click id appended to its query (before any fragment)."""
+    """The target with the click id appended to its query (before any fragment), ASCII only."""
     parts = urlsplit(target)
     extra = urlencode({CLICK_PARAMETER: token})
     query = f"{parts.query}&{extra}" if parts.query else extra
-    return urlunsplit(parts._replace(query=query))
+    return ascii_url(urlunsplit(parts._replace(query=query)))
+
+
+_NON_ASCII: Final = re.compile(r"[^\x00-\x7f]+")
+
+
+def ascii_url(url: str) -> str:
+    """``url`` with its non-ASCII characters percent-encoded (UTF-8), everything else as is.
+
+    A header is ASCII: raw UTF-8 in ``Location`` is read differently by different clients.
+    Reserved characters and existing ``%XX`` escapes keep their meaning, so only non-ASCII
+    is touched, as browsers do when they send such a URL.
+    """
+    return _NON_ASCII.sub(lambda m: quote(m.group(), safe=""), url)
 
 
 async def follow_link(request: web.Request) -> web.Response:
@@ -96,13 +108,10 @@ async def follow_link(request: web.Request) -> web.Response:
 
     now_ms = time.time_ns() // 1_000_000
     click_id = new_event_id()
-    address = client_address(
-        request.remote, request.headers.get("X-Forwarded-For"), settings.trusted_proxy_hops
-    )
     event = Click(
         event_id=click_id, clicked_at_ms=now_ms, universe=link.universe,
         customer_id=link.customer_id, campaign_id=link.campaign_id, link_id=link.link_id,
-        product=link.product, client_hash=client_hash(settings.secret, address),
+        product=link.product, client_hash=request_client_hash(request, settings),
     )  # fmt: skip
     app[PUBLISHER].publish(settings.topics.clicks, event.kafka_key(), encode(event))
     metrics.clicks.labels("redirected").inc()

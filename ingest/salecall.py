@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 
 from ingest.amount import AmountError, canonical, parse_amount
 from ingest.signing import ClickToken
+from ingest.unicode import is_unicode
 from schemas.events import SaleCall, SaleSource
 
 MAX_QUERY_FIELDS: Final = 64
@@ -51,6 +52,9 @@ def parse_query(query: str) -> tuple[dict[str, str], str]:
     """
     if query.count("&") >= MAX_QUERY_FIELDS:
         return {}, "too_many_parameters"
+    if not query.isascii() and not is_unicode(query):
+        # Raw bytes that are not UTF-8 arrive surrogate-escaped; kept, they could not be encoded.
+        return {}, "invalid_utf8"
     if "%" not in query and "+" not in query:
         pairs = _split(query)
     else:
@@ -111,7 +115,11 @@ def sale_call_from_values(
     transaction_id = values.get("id", "")
     customer_id = values.get("customer", "")
     click_id = values.get("click", "")
-    currency = values.get("currency", "").upper()
+    currency = values.get("currency", "")
+    # Upper-case ASCII only: str.upper maps some other letters onto ASCII ones (dotless i to
+    # "I", "ß" to "SS"), which would turn a wrong code into a valid-looking one.
+    if currency.isascii():
+        currency = currency.upper()
 
     reason = problem or _first_problem(universe, transaction_id, customer_id, click_id, currency)
     amount = ""

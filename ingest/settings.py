@@ -56,6 +56,8 @@ class EdgeSettings:
     spool_sync_ms: int
     attribution_window_ms: int
     trusted_proxy_hops: int
+    header_timeout_s: int
+    keepalive_s: int
     secret: str = field(repr=False)
     api_keys: Mapping[str, str] = field(repr=False)
 
@@ -91,6 +93,11 @@ class EdgeSettings:
             )
             * 86_400_000,
             trusted_proxy_hops=env.integer("TRACKER_TRUSTED_PROXY_HOPS", 0, maximum=10),
+            # A client gets this long to send a whole request head (slow clients hold sockets).
+            header_timeout_s=env.integer(
+                "TRACKER_EDGE_HEADER_TIMEOUT_S", 10, minimum=1, maximum=600
+            ),
+            keepalive_s=env.integer("TRACKER_EDGE_KEEPALIVE_S", 15, minimum=1, maximum=3600),
             secret=env.secret("TRACKER_SECRET", min_length=32),
             api_keys=parse_api_keys("TRACKER_API_KEYS", env.text("TRACKER_API_KEYS", ",")),
         )

@@ -16,6 +16,8 @@ from urllib.parse import urlencode, urlsplit
 
 import orjson
 
+from ingest.unicode import is_unicode
+
 SIGNATURE_CHARS: Final = 22  # 128 bits of the HMAC, base64url
 MAX_TARGET_LENGTH: Final = 2048
 
@@ -44,6 +46,15 @@ def _mac(key: bytes, message: str) -> str:
     return _b64(hmac.new(key, message.encode(), hashlib.sha256).digest())[:SIGNATURE_CHARS]
 
 
+def _same_signature(expected: str, given: str) -> bool:
+    """Constant-time comparison of an ASCII signature with one a request carried.
+
+    Request bytes that are not ASCII arrive surrogate-escaped and cannot be encoded: such a
+    signature is simply not ours (comparing it must not raise).
+    """
+    return given.isascii() and hmac.compare_digest(expected.encode(), given.encode())
+
+
 @dataclass(frozen=True, slots=True)
 class Link:
     universe: str
@@ -61,13 +72,21 @@ class Link:
 
 
 def safe_target(url: str) -> bool:
-    """Only absolute http(s) URLs without control characters may be redirected to."""
+    """Only absolute http(s) URLs without control characters or user info may be redirected to."""
     if not url or len(url) > MAX_TARGET_LENGTH:
         return False
     if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in url):
         return False  # CR/LF would split the Location header; spaces are never valid
-    parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
+    # Browsers read a backslash as "/" in http(s) URLs: the host they reach could differ from ours.
+    if "\\" in url or not is_unicode(url):
+        return False
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed "[" of an IPv6 host
+        return False
+    # User info ("https://good.example@evil.example/") only serves to make a host look like
+    # another one; no landing page needs it.
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and "@" not in parts.netloc
 
 
 def sign_link(secret: str, link: Link) -> str:
@@ -77,7 +96,7 @@ def sign_link(secret: str, link: Link) -> str:
 def verify_link(secret: str, link: Link, signature: str) -> None:
     if not signature:
         raise SignatureError("link_unsigned")
-    if not hmac.compare_digest(sign_link(secret, link).encode(), signature.encode()):
+    if not _same_signature(sign_link(secret, link), signature):
         raise SignatureError("link_bad_signature")
 
 
@@ -117,7 +136,9 @@ def read_token(
 ) -> ClickToken:
     """The click a token names, if it is genuine, of ``universe`` and still in the window."""
     payload, sep, signature = token.partition(".")
-    if not sep or not payload:
+    # A token is base64url and "." only; cookie bytes that are not ASCII arrive
+    # surrogate-escaped and could not even be compared.
+    if not sep or not payload or not token.isascii():
         raise SignatureError("context_malformed")
     try:
         fields = orjson.loads(_unb64(payload))
@@ -127,7 +148,7 @@ def read_token(
     if not isinstance(click.universe, str) or not isinstance(click.clicked_at_ms, int):
         raise SignatureError("context_malformed")
     expected = _mac(_key(secret, "click", click.universe), payload)
-    if not hmac.compare_digest(expected.encode(), signature.encode()):
+    if not _same_signature(expected, signature):
         raise SignatureError("context_forged")
     if click.universe != universe:
         raise SignatureError("context_other_universe")

@@ -206,3 +206,56 @@ async def test_forged_expired_and_foreign_contexts_are_ignored_and_counted(
     assert all(
         c.status == "accepted" and c.campaign_id == "" and c.clicked_at_ms == 0 for c in calls
     )
+
+
+@pytest.mark.parametrize(
+    "target", ["https://good.example@evil.example/", "https://user:pw@shop.example/landing"]
+)
+async def test_a_target_with_user_info_is_refused_even_when_signed(
+    edge_settings: EdgeSettings, target: str
+) -> None:
+    link = Link("demo", "alice", "spring", "hero", target)
+    async with running_edge(edge_settings) as base, aiohttp.ClientSession() as session:
+        response = await follow(session, link_url(base, edge_settings.secret, link))
+        assert response.status == 400
+        assert "Location" not in response.headers
+        assert "Set-Cookie" not in response.headers
+        async with session.get(base + "/metrics") as metrics:
+            text = await metrics.text()
+    assert 'tracker_edge_clicks_total{outcome="link_unsafe_target"} 1.0' in text
+    assert (
+        await read_topic(
+            edge_settings.kafka_bootstrap[0], edge_settings.topics.clicks, 0, timeout=3
+        )
+        == []
+    )
+
+
+@pytest.mark.parametrize(
+    "target", ["https://good.example@evil.example/", "https://user:pw@shop.example/"]
+)
+def test_sign_link_refuses_targets_with_user_info(service_env: dict[str, str], target: str) -> None:
+    args = ["--universe", "demo", "--customer", "c1", "--campaign", "k", "--link", "l"]
+    bad = subprocess.run(
+        [sys.executable, "-m", "ingest", "sign-link", *args, "--url", target],
+        cwd=ROOT, env=service_env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "error: cannot sign this link: unsafe_target"
+    assert bad.stdout == ""
+
+
+async def test_a_non_ascii_target_is_percent_encoded_in_the_location(
+    edge_settings: EdgeSettings,
+) -> None:
+    link = Link("demo", "alice", "spring", "hero", "https://shop.example/café?q=ü&r=%2F#é")
+    async with running_edge(edge_settings) as base, aiohttp.ClientSession() as session:
+        response = await follow(session, link_url(base, edge_settings.secret, link))
+    assert response.status == 302
+    # aiohttp's client reads header bytes as UTF-8: raw UTF-8 would come back as "é" here.
+    location = response.headers["Location"]
+    assert location.isascii()
+    assert location.startswith("https://shop.example/caf%C3%A9?q=%C3%BC&r=%2F&trk_click=")
+    assert location.endswith("#%C3%A9")
+    [record] = await read_topic(edge_settings.kafka_bootstrap[0], edge_settings.topics.clicks, 1)
+    assert decode_click(record.value).link_id == "hero"

@@ -90,3 +90,25 @@ def test_at_most_64_parameters_are_read() -> None:
     assert parse_query("&".join(["a=1"] * 63) + "&universe=x") == ({"universe": "x"}, "")
     assert parse_query("&".join(["a=1"] * 64) + "&universe=x") == ({}, "too_many_parameters")
     assert parse_query("&".join(["a=%41"] * 65)) == ({}, "too_many_parameters")
+
+
+@pytest.mark.parametrize(
+    "currency",
+    ["%C4%B1sk", "%C3%9Fx", "eu%C5%99", "%EF%BD%85ur"],
+    ids=["dotless-i", "sharp-s", "r-caron", "fullwidth"],
+)
+def test_a_currency_code_is_ascii_letters_before_upper_casing(currency: str) -> None:
+    # Dotless i upper-cases to "I" and "ß" to "SS": valid-looking codes from wrong input.
+    c = call(f"universe=demo&amount=10&currency={currency}")
+    assert (c.status, c.reason) == ("rejected", "currency_invalid")
+
+
+def test_lower_case_ascii_currency_codes_are_still_upper_cased() -> None:
+    assert call("universe=demo&amount=10&currency=isk").currency == "ISK"
+
+
+def test_a_query_of_undecodable_raw_bytes_is_invalid_utf8() -> None:
+    # aiohttp hands raw bytes over surrogate-escaped; kept, they could not be encoded.
+    c = call("universe=demo&amount=10&id=a\udcffb")
+    assert (c.status, c.reason) == ("rejected", "invalid_utf8")
+    assert decode_sale(encode(c)) == c

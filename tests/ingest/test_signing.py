@@ -123,3 +123,42 @@ def test_only_absolute_http_targets_without_control_characters_are_safe(
     url: str, safe: bool
 ) -> None:
     assert safe_target(url) is safe
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://good.example@evil.example/",
+        "https://user:pw@shop.example/",
+        "https://@shop.example/",
+        "http://shop.example:80@evil.example/",
+        "https://evil.example\\@good.example/",
+        "https://evil.example\\.good.example/",
+        "https://[::1/",
+        "https://shop.example/\udcff",
+    ],
+    ids=["good-at-evil", "user-password", "empty-user", "port-like-user", "backslash-at",
+         "backslash", "open-ipv6", "surrogate"],
+)  # fmt: skip
+def test_targets_with_user_info_or_a_confusable_host_are_not_safe(url: str) -> None:
+    assert safe_target(url) is False
+
+
+def test_non_ascii_targets_are_safe() -> None:
+    assert safe_target("https://shop.example/café?q=ü") is True
+
+
+@pytest.mark.parametrize("signature", ["\udcff\udcfe", "é" * 22, "A" * 21 + "\udcff"])
+def test_a_non_ascii_token_signature_is_malformed_not_an_error(signature: str) -> None:
+    payload = make_token(SECRET, CLICK).partition(".")[0]
+    with pytest.raises(SignatureError) as error:
+        read_token(
+            SECRET, f"{payload}.{signature}", universe="shop", now_ms=CLICK.clicked_at_ms,
+            window_ms=DAY,
+        )  # fmt: skip
+    assert error.value.reason == "context_malformed"
+
+
+def test_a_non_ascii_link_signature_is_a_bad_signature_not_an_error() -> None:
+    with pytest.raises(SignatureError, match="link_bad_signature"):
+        verify_link(SECRET, LINK, "é" * 22)
