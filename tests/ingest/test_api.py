@@ -11,12 +11,12 @@ import aiohttp
 import orjson
 import pytest
 from conftest import TEST_API_KEY
-from rawhttp import chunked, exchange, request_head
 
 from helpers import eventually, read_topic, running_edge
 from ingest import api, handler_errors
 from ingest.settings import EdgeSettings
 from ingest.throttled_log import ThrottledLog
+from rawhttp import chunked, exchange, request_head
 from schemas.events import decode_sale
 
 AUTH = {"Authorization": f"Bearer {TEST_API_KEY}"}
