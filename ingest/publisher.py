@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 BATCH_MAX = 5000
 BACKOFF_MAX_S = 5.0
 SEND_TIMEOUT_S = 15.0
+CONNECT_TIMEOUT_S = 15.0
 RESTART_BACKOFF_S = 0.5  # the first restart; doubles up to BACKOFF_MAX_S while it keeps failing
 _HEADER = struct.Struct(">HI")
 
@@ -253,7 +254,10 @@ class Publisher:
     async def _connect(self) -> AIOKafkaProducer | None:
         s = self._settings
         backoff = 0.2
-        while not self._closing:
+        # Closing does not stop the attempts while anything waits to be published: close()
+        # gives the drain TRACKER_EDGE_DRAIN_TIMEOUT_S and cancels this task at its end (an
+        # edge stopped right after a failed first attempt left its spool unsent).
+        while not (self._closing and not self._queue and self._spool.empty()):
             producer = AIOKafkaProducer(
                 bootstrap_servers=list(s.kafka_bootstrap),
                 acks="all",
@@ -264,20 +268,30 @@ class Publisher:
                 request_timeout_ms=10_000,
             )
             try:
-                await ensure_topics(
-                    s.kafka_bootstrap, s.topics,
-                    partitions=s.kafka_partitions, replication=s.kafka_replication,
-                )  # fmt: skip
-                await producer.start()
+                # Bounded, so that one hung attempt cannot hold the publisher forever.
+                await asyncio.wait_for(self._start(producer), timeout=CONNECT_TIMEOUT_S)
                 logger.info("connected to Kafka at %s", ",".join(s.kafka_bootstrap))
                 return producer
-            except (KafkaError, OSError) as e:
+            except (KafkaError, OSError, TimeoutError) as e:
                 await producer.stop()
                 logger.warning("Kafka unreachable (%s); spooling, retry in %.1fs", e, backoff)
+                if self._closing:  # draining: retry often, close() holds the deadline
+                    await asyncio.sleep(0.2)
+                    continue
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wait_closing(), timeout=backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
         return None
+
+    async def _start(self, producer: AIOKafkaProducer) -> None:
+        s = self._settings
+        await ensure_topics(
+            s.kafka_bootstrap,
+            s.topics,
+            partitions=s.kafka_partitions,
+            replication=s.kafka_replication,
+        )
+        await producer.start()
 
     async def _wait_closing(self) -> None:
         while not self._closing:

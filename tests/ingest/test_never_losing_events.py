@@ -172,3 +172,40 @@ async def test_several_workers_share_the_port_and_drain_on_sigterm(
     assert "worker 0 stopped" in log.read_text() and "worker 1 stopped" in log.read_text()
     records = await read_topic(bootstrap, edge_settings.topics.sales, 600)
     assert sorted(decode_sale(r.value).transaction_id for r in records) == sorted(answered)
+
+
+async def test_an_edge_stopped_while_the_broker_is_away_drains_once_it_is_back(
+    tmp_path: Path, services: Services, edge_settings: EdgeSettings
+) -> None:
+    """SIGTERM (here: leaving the running app) while the broker is down: the drain keeps
+    trying to connect until its timeout, and publishes the spool when the broker returns."""
+    own = StackSettings.from_env(
+        {
+            "TRACKER_DATA_DIR": str(tmp_path / "broker"),
+            **free_ports_env(),
+            "TRACKER_CLICKHOUSE_URL": services.clickhouse_url,
+        }
+    )
+    store, broker = infrastructure(own)
+    stack = Stack([store, broker], tmp_path / "logs")
+    stack.start()
+    try:
+        await asyncio.to_thread(broker.stop)
+        settings = dataclasses.replace(
+            edge_settings, kafka_bootstrap=(own.kafka_bootstrap,), drain_timeout_s=60
+        )
+        async with running_edge(settings) as base, aiohttp.ClientSession() as session:
+            for i in range(20):
+                await pixel(session, base, i)
+
+            async def broker_back_later() -> None:
+                await asyncio.sleep(3)  # the edge is draining by then
+                await asyncio.to_thread(broker.start, tmp_path / "logs")
+
+            returning = asyncio.create_task(broker_back_later())
+        await returning
+        records = await read_topic(own.kafka_bootstrap, settings.topics.sales, 20, timeout=60)
+    finally:
+        stack.stop()
+    read = [decode_sale(r.value) for r in records]
+    assert sorted(c.transaction_id for c in read) == sorted(f"o{i}" for i in range(20))

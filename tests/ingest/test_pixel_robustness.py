@@ -8,7 +8,6 @@ import logging
 
 import aiohttp
 import pytest
-from rawhttp import RawResponse, exchange, request_head
 
 from helpers import read_topic, running_edge
 from ingest import handler_errors, pixel
@@ -16,6 +15,7 @@ from ingest.gif import PIXEL
 from ingest.settings import EdgeSettings
 from ingest.signing import ClickToken, make_token
 from ingest.throttled_log import ThrottledLog
+from rawhttp import RawResponse, exchange, request_head
 from schemas.events import decode_sale
 
 SALE = b"/sales.php?universe=demo&amount=10&id="
