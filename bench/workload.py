@@ -13,8 +13,12 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
+from urllib.parse import urlencode
 
 from schemas.events import Click, SaleCall
+from schemas.raw import ClickRequest, SaleRequest
+from schemas.rules import cookie_name
+from schemas.signing import ClickToken, Link, link_url, make_token
 
 DAY_MS = 86_400_000
 T0 = 1_767_225_600_000
@@ -39,6 +43,13 @@ class Workload:
     def events(self) -> Iterator[Click | SaleCall]:
         yield from self.clicks
         yield from self.calls
+
+    def raw_events(self, secret: str) -> Iterator[ClickRequest | SaleRequest]:
+        """The same log as the edge publishes it since schema version 2 (as received)."""
+        for click in self.clicks:
+            yield click_as_raw(click, secret)
+        for call in self.calls:
+            yield as_raw(call, secret)
 
 
 def generate(
@@ -72,11 +83,12 @@ def generate(
         customer = f"u{rng.randrange(customers)}" if kind < 2 else ""
         k = rng.randrange(campaigns)
         context = kind == 0
+        amount = f"{rng.randrange(1, 100000)}.{rng.randrange(100):02d}"
         calls.append(
             SaleCall(
                 event_id=f"e{i}", received_at_ms=at, source="pixel", status="accepted", reason="",
-                universe=universe, transaction_id=f"t{i}", amount=f"{rng.randrange(1, 100000)}.{rng.randrange(100):02d}",
-                amount_raw="", currency="EUR", customer_id=customer if not context else "",
+                universe=universe, transaction_id=f"t{i}", amount=amount,
+                amount_raw=amount, currency="EUR", customer_id=customer if not context else "",
                 click_id=f"ctx{i}" if context else "", campaign_id=f"k{k}" if context else "",
                 link_id=f"k{k}-l{rng.randrange(per_campaign)}" if context else "",
                 product="main" if context else "", click_customer_id=customer if context else "",
@@ -128,3 +140,52 @@ def expected(workload: Workload) -> Totals:
         entry[1] = Decimal(str(entry[1])) + amount
     totals.customers = len(customers)
     return totals
+
+
+# -- what an edge publishes for these events (schema version 2) --------------------------------
+
+LANDING = "https://shop.example/landing?from=mail&q=caf%C3%A9"
+
+
+def as_raw(call: SaleCall, secret: str) -> SaleRequest:
+    """The raw request an edge received for ``call``: what the projector must read back as it.
+
+    Pixel: the parameters as a percent-encoded query, and the carried click context as the
+    signed cookie of the call's universe. API: the fields, the context as the click id. Only
+    calls an edge could publish have one (their context verified when they arrived: see
+    :func:`as_published`).
+    """
+    token = ""
+    if call.clicked_at_ms:
+        token = make_token(
+            secret,
+            ClickToken(call.universe, call.click_customer_id, call.campaign_id, call.link_id,
+                       call.product, call.clicked_at_ms, call.click_id),
+        )  # fmt: skip
+    values = {
+        "universe": call.universe, "amount": call.amount_raw, "id": call.transaction_id,
+        "customer": call.customer_id, "currency": call.currency,
+    }  # fmt: skip
+    fields = {name: value for name, value in values.items() if value}
+    if call.source == "api":
+        return SaleRequest(
+            event_id=call.event_id, received_at_ms=call.received_at_ms, source="api",
+            fields={**fields, "click": token} if token else fields, client_hash=call.client_hash,
+        )  # fmt: skip
+    cookies = f"trk_other=x; {cookie_name(call.universe)}={token}" if token else ""
+    # urlencode escapes what needs it (",", " ", non-ASCII): the projector parses it back.
+    return SaleRequest(
+        event_id=call.event_id, received_at_ms=call.received_at_ms, source="pixel",
+        query=urlencode(fields), cookies=cookies, client_hash=call.client_hash,
+    )  # fmt: skip
+
+
+def click_as_raw(click: Click, secret: str) -> ClickRequest:
+    """The raw click an edge received for ``click``: the signed link's query as followed."""
+    link = Link(click.universe, click.customer_id, click.campaign_id, click.link_id, LANDING,
+                click.product)  # fmt: skip
+    _, _, query = link_url("https://t.example", secret, link).partition("?")
+    return ClickRequest(
+        event_id=click.event_id, clicked_at_ms=click.clicked_at_ms, query=query,
+        client_hash=click.client_hash,
+    )  # fmt: skip

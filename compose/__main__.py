@@ -18,8 +18,8 @@ from compose.processes import StartError
 from compose.settings import StackSettings
 from compose.stack import Stack, applications, check_ports_free, edge_secrets, infrastructure
 from compose.supervisor import Supervisor
-from ingest.signing import Link, link_url
 from schemas.environ import ConfigError
+from schemas.signing import Link, link_url
 
 logger = logging.getLogger("compose")
 

@@ -17,11 +17,11 @@ import uvloop
 from aiohttp import web
 
 from ingest.app import create_runner
-from ingest.click import link_problem
 from ingest.settings import EdgeSettings
-from ingest.signing import Link, link_url
 from schemas.environ import ConfigError
 from schemas.logs import configure as configure_logs
+from schemas.rules import link_problem
+from schemas.signing import Link, link_url
 
 logger = logging.getLogger("ingest")
 

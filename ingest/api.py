@@ -23,11 +23,11 @@ from aiohttp.streams import StreamReader
 
 from ingest.handler_errors import handler_failed
 from ingest.ids import new_event_id
-from ingest.pixel import request_client_hash, resolve_context
-from ingest.salecall import sale_call_from_values
+from ingest.privacy import request_client_hash
 from ingest.state import METRICS, PUBLISHER, SETTINGS
-from ingest.unicode import is_unicode
-from schemas.events import encode
+from schemas.raw import SaleRequest, encode_raw, kafka_key
+from schemas.rules import reason_message, sale_call_from_values
+from schemas.unicode import is_unicode
 
 MAX_BODY_BYTES: Final = 1 * 2**20
 MAX_ITEMS: Final = 1000
@@ -198,15 +198,18 @@ async def _report_sales(request: web.Request) -> web.Response:  # noqa: PLR0911 
     accepted = 0
     for index, item in enumerate(items):
         values, problem, message = item_values(item, universe)
+        # The answer needs today's rules at once (the same module the projector reads the
+        # published event with); the event itself carries the fields as received.
+        event_id = new_event_id()
         call = sale_call_from_values(
-            values, problem, event_id=new_event_id(), received_at_ms=received_at_ms,
-            source="api", client_hash=hashed,
-            context=lambda universe, click_id: resolve_context(
-                click_id, "", universe=universe, now_ms=received_at_ms, settings=settings,
-                metrics=metrics,
-            ),
+            values, problem, event_id=event_id, received_at_ms=received_at_ms, source="api"
+        )
+        raw = SaleRequest(
+            event_id=event_id, received_at_ms=received_at_ms, source="api", fields=values,
+            problem=problem, client_hash=hashed,
         )  # fmt: skip
-        app[PUBLISHER].publish(settings.topics.sales, call.kafka_key(), encode(call))
+        key = kafka_key(values.get("universe", universe), values.get("id") or event_id)
+        app[PUBLISHER].publish(settings.topics.sales, key, encode_raw(raw))
         if call.status == "accepted":
             accepted += 1
             results.append({"index": index, "status": "accepted", "event_id": call.event_id})
@@ -214,7 +217,7 @@ async def _report_sales(request: web.Request) -> web.Response:  # noqa: PLR0911 
             metrics.rejects.labels(call.reason).inc()
             results.append(
                 {"index": index, "status": "rejected", "reason": call.reason,
-                 "message": message or REASONS.get(call.reason, call.reason)}
+                 "message": message or reason_message(call.reason)}
             )  # fmt: skip
     status = 202 if accepted else 400
     metrics.requests.labels("api", "accepted" if accepted else "rejected").inc()
@@ -222,16 +225,3 @@ async def _report_sales(request: web.Request) -> web.Response:  # noqa: PLR0911 
         {"accepted": accepted, "rejected": len(items) - accepted, "results": results},
         status=status, dumps=_dumps,
     )  # fmt: skip
-
-
-REASONS: Final = {
-    "universe_missing": "universe is required",
-    "universe_invalid": "universe must match [A-Za-z0-9][A-Za-z0-9_.-]{0,63}",
-    "amount_missing": "amount is required",
-    "amount_malformed": "amount must be digits with at most one . or , and up to 4 decimals",
-    "amount_too_large": "amount must be at most 1000000000",
-    "id_invalid": "id must be 1-128 printable ASCII characters without spaces",
-    "customer_invalid": "customer must be 1-128 printable ASCII characters without spaces",
-    "click_invalid": "click must be at most 512 printable ASCII characters",
-    "currency_invalid": "currency must be a 3-letter ISO 4217 code",
-}

@@ -1,4 +1,5 @@
-"""The click redirect: verify the signed link, publish the click, set the cookie, redirect.
+"""The click redirect: verify the signed link, publish the click as received, set the cookie,
+redirect.
 
 A link whose signature does not verify redirects nowhere (no open redirect), sets nothing and
 publishes nothing; it is answered 400 with a short page and counted. Only absolute http(s)
@@ -10,64 +11,23 @@ from __future__ import annotations
 import re
 import time
 from typing import Final
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 from aiohttp import web
 
 from ingest.ids import new_event_id
-from ingest.pixel import cookie_name, request_client_hash
-from ingest.salecall import OPAQUE_ID, UNIVERSE
-from ingest.signing import ClickToken, Link, SignatureError, make_token, safe_target, verify_link
+from ingest.privacy import request_client_hash
 from ingest.state import METRICS, PUBLISHER, SETTINGS
-from schemas.events import Click, encode
+from schemas.raw import QUERY_MAX, ClickRequest, encode_raw, kafka_key
+from schemas.rules import cookie_name, parse_link
+from schemas.signing import ClickToken, SignatureError, make_token, verify_link
 
 CLICK_PARAMETER: Final = "trk_click"
-PRODUCT: Final = re.compile(r"[A-Za-z0-9_.-]{0,32}")
-_FIELDS: Final = {"u", "c", "k", "l", "p", "url", "s"}
 
 REFUSED_PAGE: Final = (
     "<!doctype html><meta charset=utf-8><title>Invalid link</title>"
     "<p>This tracked link is not valid. Please use the link from the original e-mail.</p>"
 )
-
-
-def parse_link(query: str) -> tuple[Link, str]:
-    """The link and signature a click URL carries; raise SignatureError with the reason."""
-    try:
-        pairs = parse_qsl(query, keep_blank_values=True, errors="strict", max_num_fields=32)
-    except (UnicodeDecodeError, ValueError):
-        raise SignatureError("link_malformed") from None
-    values: dict[str, str] = {}
-    for name, value in pairs:
-        if name in _FIELDS:
-            if name in values and values[name] != value:
-                raise SignatureError("link_malformed")
-            values[name] = value
-    link = Link(
-        universe=values.get("u", ""),
-        customer_id=values.get("c", ""),
-        campaign_id=values.get("k", ""),
-        link_id=values.get("l", ""),
-        target=values.get("url", ""),
-        product=values.get("p", ""),
-    )
-    problem = link_problem(link)
-    if problem:
-        raise SignatureError(problem)
-    return link, values.get("s", "")
-
-
-def link_problem(link: Link) -> str:
-    """Why a link cannot be signed or followed ("" when it can)."""
-    if not UNIVERSE.fullmatch(link.universe):
-        return "link_bad_universe"
-    if not all(OPAQUE_ID.fullmatch(v) for v in (link.customer_id, link.campaign_id, link.link_id)):
-        return "link_bad_ids"
-    if not PRODUCT.fullmatch(link.product):
-        return "link_bad_product"
-    if not safe_target(link.target):
-        return "link_unsafe_target"
-    return ""
 
 
 def landing_url(target: str, token: str) -> str:
@@ -108,12 +68,13 @@ async def follow_link(request: web.Request) -> web.Response:
 
     now_ms = time.time_ns() // 1_000_000
     click_id = new_event_id()
-    event = Click(
-        event_id=click_id, clicked_at_ms=now_ms, universe=link.universe,
-        customer_id=link.customer_id, campaign_id=link.campaign_id, link_id=link.link_id,
-        product=link.product, client_hash=request_client_hash(request, settings),
+    # What was received, verified: the projector reads the link from the query itself.
+    event = ClickRequest(
+        event_id=click_id, clicked_at_ms=now_ms, query=query[:QUERY_MAX],
+        client_hash=request_client_hash(request, settings),
     )  # fmt: skip
-    app[PUBLISHER].publish(settings.topics.clicks, event.kafka_key(), encode(event))
+    key = kafka_key(link.universe, link.customer_id)  # one customer's clicks in order
+    app[PUBLISHER].publish(settings.topics.clicks, key, encode_raw(event))
     metrics.clicks.labels("redirected").inc()
 
     token = make_token(

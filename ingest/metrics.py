@@ -13,11 +13,12 @@ class EdgeMetrics:
             ["endpoint", "outcome"], registry=r,
         )  # fmt: skip
         # Bound once: looking a label set up per request shows in profiles.
-        self.sales_accepted = self.requests.labels("sales", "accepted")
-        self.sales_rejected = self.requests.labels("sales", "rejected")
+        # The pixel publishes every call as received; the projector decides what counts.
+        self.sales_published = self.requests.labels("sales", "published")
         self.rejects = Counter(
-            "tracker_edge_rejects", "Rejected sale calls by reason", ["reason"], registry=r
-        )
+            "tracker_edge_rejects", "Sales the API refused at once, by reason", ["reason"],
+            registry=r,
+        )  # fmt: skip
         self.clicks = Counter(
             "tracker_edge_clicks", "Tracked link requests by outcome", ["outcome"], registry=r
         )
@@ -25,10 +26,6 @@ class EdgeMetrics:
         self.handler_errors = Counter(
             "tracker_edge_handler_errors", "Unexpected exceptions in request handlers",
             ["endpoint"], registry=r,
-        )  # fmt: skip
-        self.click_context = Counter(
-            "tracker_edge_click_context", "Click contexts (cookie, click id) seen by sale calls",
-            ["source", "outcome"], registry=r,
         )  # fmt: skip
         self.published = Counter(
             "tracker_edge_events_published", "Events acknowledged by the broker", ["topic"],

@@ -6,6 +6,10 @@ import functools
 import hashlib
 import hmac
 
+from aiohttp import web
+
+from ingest.settings import EdgeSettings
+
 
 def client_address(peer: str | None, forwarded_for: str | None, trusted_hops: int) -> str:
     """The caller's IP: the peer, or with ``trusted_hops`` proxies in front of us the entry
@@ -23,3 +27,14 @@ def client_hash(secret: str, address: str) -> str:
     if not address:
         return ""
     return hmac.new(secret.encode(), f"ip\x1f{address}".encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def request_client_hash(request: web.BaseRequest, settings: EdgeSettings) -> str:
+    """The keyed hash of the caller's address."""
+    forwarded = request.headers.get("X-Forwarded-For")
+    if forwarded is not None and not forwarded.isascii():
+        # Header bytes that are not ASCII arrive surrogate-escaped: no address, and they could
+        # not be hashed. Read as if the header were absent.
+        forwarded = None
+    address = client_address(request.remote, forwarded, settings.trusted_proxy_hops)
+    return client_hash(settings.secret, address)

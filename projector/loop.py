@@ -4,7 +4,9 @@
             does its log still hold what ClickHouse says was written? If not, refuse it
     async for batch in fetch:          (both topics, bounded by size and by time)
         plan    skip what ClickHouse already holds, rewind where it holds less
-        decode  bad messages become dead letters, never a stuck partition
+        decode  either schema version; raw calls and clicks interpreted under the rules in
+                force (projector/interpret.py); bad messages become dead letters, never a
+                stuck partition
         dedupe  first call of a transaction counts, later ones are duplicates
         attribute  last qualifying click of the customer
         sink    one atomic insert per ledger table
@@ -33,6 +35,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from projector.attribution import Touch, attribute, customer_of, qualifying_carried
 from projector.dedupe import COUNTED, CountedCache, DedupeKey, decide, dedupe_key
 from projector.errors import ProjectorError
+from projector.interpret import ContextOutcomes, read_click, read_sale
 from projector.metrics import ProjectorMetrics
 from projector.positions import (
     LogState,
@@ -49,7 +52,7 @@ from projector.rows import Position, click_row, dead_letter_row, sales_call_row
 from projector.settings import ProjectorSettings
 from projector.sink import ClickHouseSink
 from projector.store import Store
-from schemas.events import Click, EventDecodeError, SaleCall, decode_click, decode_sale
+from schemas.events import Click, EventDecodeError, SaleCall
 from schemas.topics import ensure_topics
 
 logger = logging.getLogger(__name__)
@@ -57,6 +60,12 @@ logger = logging.getLogger(__name__)
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 Batch: TypeAlias = dict[TopicPartition, list[Record]]
 _Failure = tuple[Record, Position, str]
+_Decoded = tuple[
+    list[tuple[Click, Position]],
+    list[tuple[SaleCall, Position]],
+    list[_Failure],
+    list[tuple[ContextOutcomes, Position]],
+]
 T = TypeVar("T")
 
 BACKOFF_MAX_S = 10.0
@@ -492,7 +501,7 @@ class Projector:
         sink = ClickHouseSink(store, self.metrics)
         sink.clear(generation)
         spans = {tp: (records[0].offset, records[-1].offset) for tp, records in batch.items()}
-        clicks, calls, failures = self._decode(batch)
+        clicks, calls, failures, contexts = self._decode(batch)
         # The three look-ups do not depend on each other: one concurrent round trip. The
         # last two may cover records the plan then skips; extra answers are facts all the same.
         positions, counted, stored = await asyncio.gather(
@@ -530,6 +539,8 @@ class Projector:
             clicks = [(c, at) for c, at in clicks if keeps(at)]
             calls = [(c, at) for c, at in calls if keeps(at)]
             failures = [f for f in failures if keeps(f[1])]
+            contexts = [(o, at) for o, at in contexts if keeps(at)]
+        self._count_contexts(contexts)
         for record, position, reason in failures:
             await self._dead_letter(r.dead_letters, record, reason)
             sink.dead_letters.add(dead_letter_row(position, reason, record.value), position)
@@ -603,14 +614,23 @@ class Projector:
                 tp.topic, tp.partition, expected, first - 1,
             )  # fmt: skip
 
-    def _decode(
-        self, batch: Batch
-    ) -> tuple[list[tuple[Click, Position]], list[tuple[SaleCall, Position]], list[_Failure]]:
-        """Decoded clicks and calls; what does not decode becomes a dead letter, with why."""
-        sales_topic = self.settings.topics.sales
+    def _count_contexts(self, contexts: list[tuple[ContextOutcomes, Position]]) -> None:
+        """Once per call, as the edge counted them: what the plan skips was counted when it
+        was first written (by this process or another)."""
+        for outcomes, _ in contexts:
+            for source, outcome in outcomes:
+                self.metrics.click_context.labels(source, outcome).inc()
+
+    def _decode(self, batch: Batch) -> _Decoded:
+        """Decoded clicks and calls (raw ones interpreted under the settings' rules), and the
+        click-context outcomes of raw calls; what does not decode becomes a dead letter, with
+        why."""
+        s = self.settings
+        sales_topic = s.topics.sales
         clicks: list[tuple[Click, Position]] = []
         calls: list[tuple[SaleCall, Position]] = []
         failures: list[_Failure] = []
+        contexts: list[tuple[ContextOutcomes, Position]] = []
         for tp, records in batch.items():
             sales = tp.topic == sales_topic
             epoch = self._epochs.get(tp, 0)
@@ -621,12 +641,24 @@ class Projector:
                 )  # fmt: skip
                 try:
                     if sales:
-                        calls.append((decode_sale(record.value), position))
+                        call, outcomes = read_sale(
+                            record.value, secret=s.secret,
+                            window_ms=s.attribution_window_ms, rules=s.rules,
+                        )  # fmt: skip
+                        calls.append((call, position))
+                        if outcomes:
+                            contexts.append((outcomes, position))
                     else:
-                        clicks.append((decode_click(record.value), position))
+                        click = read_click(record.value, secret=s.secret, rules=s.rules)
+                        clicks.append((click, position))
                 except EventDecodeError as e:
                     failures.append((record, position, str(e)))
-        return clicks, calls, failures
+                except Exception as e:
+                    # A bug in interpreting one message must not stop its partition: it is
+                    # kept as a dead letter, and a rebuild after the fix reads it again.
+                    logger.exception("interpreting %s failed", where(record))
+                    failures.append((record, position, f"could not be interpreted: {e!r}"))
+        return clicks, calls, failures, contexts
 
     async def _current_generation(self, store: Store, stop: asyncio.Event) -> int:
         """The generation to write; in live mode re-read at most every GENERATION_TTL_S.

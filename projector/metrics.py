@@ -27,8 +27,15 @@ class ProjectorMetrics:
         )
         self.rejects = Counter(
             "tracker_projector_rejected_calls",
-            "Calls the edge rejected, by reason",
+            "Calls rejected (by the rules in force when read), by reason",
             ["reason"],
+            registry=self.registry,
+        )
+        self.click_context = Counter(
+            "tracker_projector_click_context",
+            "Click contexts of raw calls (cookie or click id) by outcome: valid, or why the "
+            "token was ignored (context_forged, context_expired, context_other_universe, ...)",
+            ["source", "outcome"],
             registry=self.registry,
         )
         self.duplicates = Counter(

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from schemas.ddl import valid_database_name
 from schemas.environ import ConfigError, Environ, mask_url
+from schemas.rules import DEFAULT_RULES, Rules
 from schemas.topics import Topics
 
 
@@ -27,6 +28,11 @@ class ProjectorSettings:
     flush_interval_ms: int
     attribution_window_ms: int
     dedupe_cache_size: int
+    # Verifies the click contexts and links of raw calls and clicks (the edge's secret).
+    secret: str = field(repr=False)
+    # How raw calls are read. Not from the environment: a rule changes with the code, and
+    # a rebuild applies it to history (tests pass other rules to see it happen).
+    rules: Rules = DEFAULT_RULES
     # Test hook: kill this process with SIGKILL at a checkpoint stage (see README).
     fault: str = ""
     fault_after_batches: int = 1
@@ -67,6 +73,7 @@ class ProjectorSettings:
             )
             * 86_400_000,
             dedupe_cache_size=env.integer("TRACKER_PROJECTOR_DEDUPE_CACHE", 200_000),
+            secret=env.secret("TRACKER_SECRET", min_length=32),
             fault=env.choice(
                 "TRACKER_PROJECTOR_FAULT",
                 "none",

@@ -7,6 +7,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
+from urllib.parse import parse_qsl
 
 import aiohttp
 from aiohttp import web
@@ -18,7 +19,16 @@ from ingest.settings import EdgeSettings
 from projector.loop import Projector
 from projector.metrics import ProjectorMetrics
 from projector.settings import ProjectorSettings
-from schemas.events import Click, SaleCall, encode
+from schemas.events import Click, SaleCall, decode_click, decode_sale, encode
+from schemas.raw import (
+    ClickRequest,
+    SaleRequest,
+    decode_click_request,
+    decode_sale_request,
+    encode_raw,
+    kafka_key,
+)
+from schemas.rules import Rules, parse_query
 from schemas.topics import ensure_topics
 
 T = TypeVar("T")
@@ -47,6 +57,37 @@ async def running_projector(settings: ProjectorSettings) -> AsyncIterator[Projec
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=30)
+
+
+def sales_as_read(
+    records: Sequence[ConsumerRecord[bytes, bytes]], secret: str, window_ms: int = 30 * 86_400_000
+) -> list[SaleCall]:
+    """What the projector reads from the sales records the edge published: a raw call
+    (schema version 2) interpreted with today's rules, or a version-1 event as it is."""
+    from projector.interpret import interpret_sale
+
+    calls = []
+    for record in records:
+        raw = decode_sale_request(record.value)
+        if raw is None:
+            calls.append(decode_sale(record.value))
+        else:
+            calls.append(interpret_sale(raw, secret=secret, window_ms=window_ms, rules=Rules())[0])
+    return calls
+
+
+def clicks_as_read(records: Sequence[ConsumerRecord[bytes, bytes]], secret: str) -> list[Click]:
+    """What the projector reads from the clicks records the edge published."""
+    from projector.interpret import interpret_click
+
+    clicks = []
+    for record in records:
+        raw = decode_click_request(record.value)
+        if raw is None:
+            clicks.append(decode_click(record.value))
+        else:
+            clicks.append(interpret_click(raw, secret=secret, rules=Rules()))
+    return clicks
 
 
 async def metrics_text(session: aiohttp.ClientSession, base: str) -> str:
@@ -115,10 +156,22 @@ async def rows(ch: AsyncClient, sql: str) -> list[tuple[object, ...]]:
     return [tuple(row) for row in result.result_rows]
 
 
-async def produce(
-    settings: ProjectorSettings, events: Sequence[SaleCall | Click | tuple[bytes, bytes]]
-) -> None:
-    """Publish events (or raw key/value pairs, to the sales topic) in order, acknowledged."""
+Publishable = SaleCall | Click | SaleRequest | ClickRequest | tuple[bytes, bytes]
+
+
+def raw_kafka_key(event: SaleRequest | ClickRequest) -> bytes:
+    """The key the edge gives a raw event: as version 1's (universe + id or event id for a
+    call, universe + customer for a click), read from what the request carried."""
+    if isinstance(event, ClickRequest):
+        link = dict(parse_qsl(event.query, keep_blank_values=True))
+        return kafka_key(link.get("u", ""), link.get("c", ""))
+    values = dict(event.fields) if event.source == "api" else parse_query(event.query)[0]
+    return kafka_key(values.get("universe", ""), values.get("id", "") or event.event_id)
+
+
+async def produce(settings: ProjectorSettings, events: Sequence[Publishable]) -> None:
+    """Publish events of either version (or raw key/value pairs, to the sales topic) in
+    order, acknowledged."""
     await ensure_topics(
         settings.kafka_bootstrap, settings.topics,
         partitions=settings.kafka_partitions, replication=settings.kafka_replication,
@@ -132,6 +185,10 @@ async def produce(
         for event in events:
             if isinstance(event, tuple):
                 topic, (key, value) = settings.topics.sales, event
+            elif isinstance(event, SaleRequest | ClickRequest):
+                clicks = isinstance(event, ClickRequest)
+                topic = settings.topics.clicks if clicks else settings.topics.sales
+                key, value = raw_kafka_key(event), encode_raw(event)
             else:
                 topic = (
                     settings.topics.clicks if isinstance(event, Click) else settings.topics.sales

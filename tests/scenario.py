@@ -7,6 +7,7 @@ self-consistent.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any
 
 from clickhouse_connect.driver.asyncclient import AsyncClient
 
+from bench.workload import LANDING, as_raw, click_as_raw
 from schemas.events import Click, SaleCall
 
 DAY_MS = 86_400_000
@@ -199,3 +201,25 @@ def generate(
             calls.append(sale(f"e{i}-bad", f"bad{i}", amount="", amount_raw="12.3.4",
                               universe=u, status="rejected", reason="amount_malformed"))  # fmt: skip
     return clicks, calls
+
+
+# -- the same events as the edge publishes them since schema version 2 ----------------------
+
+
+def as_published(calls: list[SaleCall], window_ms: int = 30 * DAY_MS) -> list[SaleCall]:
+    """``calls`` as an edge could have published them: a context it could not verify (clicked
+    outside the window) was never attached. Written apart from the projector's code."""
+    out = []
+    for call in calls:
+        age = call.received_at_ms - call.clicked_at_ms
+        verified = not call.clicked_at_ms or -300_000 <= age <= window_ms
+        out.append(
+            call if verified else dataclasses.replace(
+                call, click_id="", campaign_id="", link_id="", product="",
+                click_customer_id="", clicked_at_ms=0,
+            )
+        )  # fmt: skip
+    return out
+
+
+__all__ = ["LANDING", "as_raw", "click_as_raw"]

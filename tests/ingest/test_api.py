@@ -12,12 +12,11 @@ import orjson
 import pytest
 from conftest import TEST_API_KEY
 
-from helpers import eventually, read_topic, running_edge
+from helpers import eventually, read_topic, running_edge, sales_as_read
 from ingest import api, handler_errors
 from ingest.settings import EdgeSettings
 from ingest.throttled_log import ThrottledLog
 from rawhttp import chunked, exchange, request_head
-from schemas.events import decode_sale
 
 AUTH = {"Authorization": f"Bearer {TEST_API_KEY}"}
 
@@ -71,14 +70,14 @@ async def test_a_batch_is_accepted_with_a_result_per_item(edge_settings: EdgeSet
     }
 
     records = await read_topic(edge_settings.kafka_bootstrap[0], edge_settings.topics.sales, 6)
-    calls = [decode_sale(r.value) for r in records]
+    calls = sales_as_read(records, edge_settings.secret)
     accepted = sorted(
         (c.transaction_id, c.amount, c.source) for c in calls if c.status == "accepted"
     )
     assert accepted == [("o-1", "12.50", "api"), ("o-2", "7.25", "api")]
     assert len([c for c in calls if c.status == "rejected"]) == 4
     # The same dedup key as the pixel: an API report and a pixel call of o-1 meet.
-    assert {r.key for r in records if decode_sale(r.value).transaction_id == "o-1"} == {
+    assert {r.key for r, c in zip(records, calls, strict=True) if c.transaction_id == "o-1"} == {
         b"demo\x1fo-1"
     }
 
@@ -190,7 +189,7 @@ async def test_a_1000_sale_body_sent_slowly_is_read_whole_and_published(
     assert response.status == 202, response.body[:200]
     assert orjson.loads(response.body)["accepted"] == 1000
     records = await read_topic(edge_settings.kafka_bootstrap[0], edge_settings.topics.sales, 1000)
-    assert sorted(decode_sale(r.value).transaction_id for r in records) == sorted(
+    assert sorted(c.transaction_id for c in sales_as_read(records, edge_settings.secret)) == sorted(
         s["id"] for s in sales
     )
 
@@ -225,7 +224,7 @@ async def test_json_numbers_are_read_from_their_exact_text(edge_settings: EdgeSe
         "amount_malformed", None, "amount_malformed", None
     ]  # fmt: skip
     records = await read_topic(edge_settings.kafka_bootstrap[0], edge_settings.topics.sales, 4)
-    amounts = {c.transaction_id: c.amount for c in map(decode_sale, (r.value for r in records))}
+    amounts = {c.transaction_id: c.amount for c in sales_as_read(records, edge_settings.secret)}
     assert (amounts["n-2"], amounts["n-4"]) == ("7.25", "10")
     assert amounts["n-1"] == ""
 

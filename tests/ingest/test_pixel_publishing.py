@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 from yarl import URL
 
 from compose.processes import free_port
-from helpers import read_topic, running_edge
+from helpers import read_topic, running_edge, sales_as_read
 from ingest.gif import PIXEL
 from ingest.settings import EdgeSettings
-from schemas.events import decode_sale
+from schemas.raw import QUERY_MAX, decode_sale_request
 
 
 async def get(
@@ -52,7 +52,15 @@ async def test_pixel_answers_the_gif_and_publishes_each_call(edge_settings: Edge
         assert_pixel(rejected)
 
     records = await read_topic(edge_settings.kafka_bootstrap[0], edge_settings.topics.sales, 4)
-    calls = sorted((decode_sale(r.value) for r in records), key=lambda c: c.transaction_id)
+    # The edge publishes the calls as received; the projector reads them with today's rules.
+    raws = [raw for r in records if (raw := decode_sale_request(r.value)) is not None]
+    assert sorted((c.source, c.query, c.cookies) for c in raws) == [
+        ("pixel", "universe=demo&amount=1&id=t3", ""),
+        ("pixel", "universe=demo&amount=12,50&id=t1", ""),
+        ("pixel", "universe=demo&amount=12.345.6&id=t4", ""),
+        ("pixel", "universe=demo&amount=3.00&id=t2&customer=c1&currency=eur", ""),
+    ]
+    calls = sorted(sales_as_read(records, edge_settings.secret), key=lambda c: c.transaction_id)
     assert [(c.transaction_id, c.status, c.amount, c.reason) for c in calls] == [
         ("t1", "accepted", "12.50", ""),
         ("t2", "accepted", "3.00", ""),
@@ -62,9 +70,10 @@ async def test_pixel_answers_the_gif_and_publishes_each_call(edge_settings: Edge
     assert calls[1].customer_id == "c1"
     assert calls[1].currency == "EUR"
     # Every call of one transaction is keyed alike, so duplicates meet in one partition.
-    assert {r.key for r in records if decode_sale(r.value).transaction_id == "t1"} == {
-        b"demo\x1ft1"
-    }
+    assert {
+        r.key for r, c in zip(records, sales_as_read(records, edge_settings.secret), strict=True)
+        if c.transaction_id == "t1"
+    } == {b"demo\x1ft1"}  # fmt: skip
 
 
 async def test_each_key_goes_to_the_partition_kafkas_default_partitioner_picks(
@@ -110,7 +119,7 @@ async def test_malformed_calls_still_get_the_gif_and_are_published_as_rejected(
     records = await read_topic(
         edge_settings.kafka_bootstrap[0], edge_settings.topics.sales, len(MALFORMED)
     )
-    calls = [decode_sale(r.value) for r in records]
+    calls = sales_as_read(records, edge_settings.secret)
     assert len(calls) == len(MALFORMED)
     assert all(c.status == "rejected" and c.reason for c in calls)
     assert {c.reason for c in calls} >= {
@@ -121,7 +130,11 @@ async def test_malformed_calls_still_get_the_gif_and_are_published_as_rejected(
         "repeated_amount",
         "universe_invalid",
         "too_many_parameters",
+        "too_long",
     }
+    # The 30 KB query was published cut to the bound, and marked.
+    long = [raw for r in records if (raw := decode_sale_request(r.value)) and raw.too_long]
+    assert [(raw.too_long, len(raw.query)) for raw in long] == [("query", QUERY_MAX)]
 
 
 async def test_pixel_answers_at_once_while_the_broker_is_unreachable(
@@ -141,7 +154,7 @@ async def test_pixel_answers_at_once_while_the_broker_is_unreachable(
             assert ready.status == 503
         async with session.get(base + "/metrics") as metrics:
             text = await metrics.text()
-        assert 'tracker_edge_requests_total{endpoint="sales",outcome="accepted"} 20.0' in text
+        assert 'tracker_edge_requests_total{endpoint="sales",outcome="published"} 20.0' in text
         # Nothing waits in memory for an absent broker: every event went to the disk spool.
         assert "tracker_edge_events_spooled_total 20.0" in text
         assert "tracker_edge_queue_depth 0.0" in text
@@ -188,3 +201,26 @@ def test_any_query_string_over_http_gets_the_gif(edge_settings: EdgeSettings) ->
         loop.call_soon_threadsafe(stop[0].set)
         thread.join(timeout=60)
         loop.close()
+
+
+async def test_every_spelling_of_one_transaction_gets_one_key_and_only_our_cookies_go(
+    edge_settings: EdgeSettings,
+) -> None:
+    spellings = [
+        "/sales.php?universe=demo&amount=1&id=t-9",
+        "/sales.php?id=t-9&amount=1&universe=demo",
+        "/sales.php?universe=%64emo&amount=1&id=t%2D9",
+        "/sales.php?universe=demo&id=t-9&id=t-9&amount=2",
+    ]
+    cookie = "session=secret-of-the-shop; trk_demo=tok.sig; other=x; trk_shop_b=t2.s"
+    async with running_edge(edge_settings) as base, aiohttp.ClientSession() as session:
+        for path in spellings:
+            async with session.get(URL(base + path, encoded=True), headers={"Cookie": cookie}):
+                pass
+    records = await read_topic(
+        edge_settings.kafka_bootstrap[0], edge_settings.topics.sales, len(spellings)
+    )
+    assert {r.key for r in records} == {b"demo\x1ft-9"}
+    assert len({r.partition for r in records}) == 1
+    raws = [decode_sale_request(r.value) for r in records]
+    assert {raw and raw.cookies for raw in raws} == {"trk_demo=tok.sig; trk_shop_b=t2.s"}

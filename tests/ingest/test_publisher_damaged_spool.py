@@ -11,11 +11,11 @@ from pathlib import Path
 
 import aiohttp
 
-from helpers import eventually, metrics_text, read_topic, running_edge, sample
+from helpers import eventually, metrics_text, read_topic, running_edge, sales_as_read, sample
 from ingest.publisher import Message
 from ingest.settings import EdgeSettings
 from ingest.spool import Spool, encode_frame
-from schemas.events import SaleCall, decode_sale, encode
+from schemas.events import SaleCall, encode
 
 
 def spooled_sale(settings: EdgeSettings, i: int) -> bytes:
@@ -47,7 +47,7 @@ async def readyz(session: aiohttp.ClientSession, base: str) -> int:
 
 async def published_ids(settings: EdgeSettings, count: int) -> list[str]:
     records = await read_topic(settings.kafka_bootstrap[0], settings.topics.sales, count)
-    return sorted(decode_sale(r.value).transaction_id for r in records)
+    return sorted(c.transaction_id for c in sales_as_read(records, settings.secret))
 
 
 async def test_a_torn_tail_and_an_old_format_segment_lose_no_intact_record(

@@ -12,10 +12,9 @@ import logging
 import aiohttp
 import pytest
 
-from helpers import eventually, metrics_text, read_topic, running_edge, sample
+from helpers import eventually, metrics_text, read_topic, running_edge, sales_as_read, sample
 from ingest.publisher import Message, Publisher
 from ingest.settings import EdgeSettings
-from schemas.events import decode_sale
 
 
 def test_a_record_whose_header_claims_more_bytes_than_present_is_refused() -> None:
@@ -97,5 +96,5 @@ async def test_an_unexpected_error_in_the_publisher_is_logged_counted_and_surviv
     assert failed and len(connects) == 2
 
     records = await read_topic(edge_settings.kafka_bootstrap[0], edge_settings.topics.sales, 30)
-    ids = [decode_sale(r.value).transaction_id for r in records]
+    ids = [c.transaction_id for c in sales_as_read(records, edge_settings.secret)]
     assert sorted(ids) == sorted(f"o{i}" for i in range(30))  # each once, none lost

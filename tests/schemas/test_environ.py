@@ -3,6 +3,7 @@ import pytest
 from ingest.settings import EdgeSettings
 from projector.settings import ProjectorSettings
 from schemas.environ import ConfigError, mask_url
+from schemas.rules import Rules
 
 SECRET = {"TRACKER_SECRET": "s" * 32}
 
@@ -62,6 +63,20 @@ def test_projector_refuses_a_database_name_that_is_not_an_identifier() -> None:
 
 
 def test_projector_repr_masks_the_clickhouse_password() -> None:
-    settings = ProjectorSettings.from_env({"TRACKER_CLICKHOUSE_URL": "http://u:hunter2@ch:8123"})
+    settings = ProjectorSettings.from_env(
+        {**SECRET, "TRACKER_CLICKHOUSE_URL": "http://u:hunter2@ch:8123"}
+    )
     assert "hunter2" not in repr(settings)
     assert mask_url("http://u:hunter2@ch:8123") == "http://u:***@ch:8123"
+
+
+def test_projector_needs_the_secret_and_never_shows_it() -> None:
+    """It verifies the click contexts and links of raw calls, as the edge does."""
+    with pytest.raises(ConfigError, match="TRACKER_SECRET is required"):
+        ProjectorSettings.from_env({})
+    with pytest.raises(ConfigError, match="TRACKER_SECRET is too short"):
+        ProjectorSettings.from_env({"TRACKER_SECRET": "s" * 31})
+    settings = ProjectorSettings.from_env(SECRET)
+    assert settings.secret == "s" * 32
+    assert "s" * 32 not in repr(settings)
+    assert settings.rules == Rules()

@@ -1,6 +1,6 @@
 import pytest
 
-from ingest.signing import (
+from schemas.signing import (
     ClickToken,
     Link,
     SignatureError,

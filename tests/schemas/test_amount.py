@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.amount import MAX_AMOUNT, AmountError, canonical, parse_amount
+from schemas.amount import MAX_AMOUNT, AmountError, canonical, parse_amount
 
 
 @pytest.mark.parametrize(

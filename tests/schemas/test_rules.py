@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.salecall import RAW_KEEP, _split, parse_query, sale_call
 from schemas.events import decode_sale, encode
+from schemas.rules import RAW_KEEP, _split, parse_query, sale_call
 
 
 def call(query: str):  # type: ignore[no-untyped-def]

@@ -1,0 +1,108 @@
+"""What the edge publishes since schema version 2: each call and click as it was received.
+
+The edge answers and publishes; it does not interpret. The projector reads these events with
+the rules of ``schemas/rules.py``, so a rule that changes (a new amount format, a longer id,
+a parser bug fixed) reaches history through ``python -m projector rebuild``: a call
+rejected yesterday is counted tomorrow without the merchant sending anything again.
+Logs written before (schema version 1: the edge's typed reading, ``schemas/events.py``) are
+still read as they are.
+
+Bounded: a query or cookie header longer than the limits below is published cut to them and
+marked in ``too_long``; the projector rejects such a call as ``too_long``. Nothing a client
+sends makes a large Kafka message.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+import msgspec
+
+from schemas.events import KEY_SEPARATOR
+
+RAW_SCHEMA_VERSION: Final = 2
+QUERY_MAX: Final = 4096
+COOKIES_MAX: Final = 4096
+
+RawSource = Literal["pixel", "api"]
+
+
+# Tagged: every message carries "v": 2 (written first), and a message of another version is
+# refused by the decoder instead of misread.
+class SaleRequest(
+    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="v", tag=2
+):
+    """One call of the sale pixel or one sale object of the server-to-server API, as received.
+
+    Pixel: ``query`` is the query string as sent (percent-encoding and all) and ``cookies``
+    our own ``trk_*`` cookies (``name=value; ...``). API: ``fields`` holds the sale object's
+    fields (a JSON number as its exact text; ``universe`` filled in from the API key when
+    absent) and ``problem`` what the edge refused in its shape (``duplicate_field``,
+    ``amount_not_string``, ``universe_not_allowed``, ...). ``problem`` is also set for a
+    pixel request line the HTTP parser refused (``malformed_request``).
+    """
+
+    event_id: str
+    received_at_ms: int
+    source: RawSource
+    query: str = ""
+    cookies: str = ""
+    fields: dict[str, str] = {}
+    problem: str = ""
+    too_long: str = ""  # "query" or "cookies": cut at the edge, rejected as too_long
+    client_hash: str = ""
+
+
+class ClickRequest(
+    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="v", tag=2
+):
+    """A followed tracked link: the ``/click`` query as received (the edge verified its
+    signature before redirecting), the click id it put in the cookie, and when."""
+
+    event_id: str
+    clicked_at_ms: int
+    query: str
+    client_hash: str = ""
+
+
+def kafka_key(universe: str, unique: str) -> bytes:
+    """Every call of one transaction in one partition: ``unique`` is its id (or the event id).
+
+    The same key as version 1 events, so old and new calls of one transaction still meet.
+    """
+    return f"{universe}{KEY_SEPARATOR}{unique}".encode()
+
+
+_ENCODER: Final = msgspec.json.Encoder()
+_SALE_DECODER: Final = msgspec.json.Decoder(SaleRequest)
+_CLICK_DECODER: Final = msgspec.json.Decoder(ClickRequest)
+
+
+def encode_raw(event: SaleRequest | ClickRequest) -> bytes:
+    return _ENCODER.encode(event)
+
+
+def decode_sale_request(payload: bytes | None) -> SaleRequest | None:
+    """The raw call, or None when the payload is not a version-2 raw call (older or invalid)."""
+    if payload is None:
+        return None
+    try:
+        event = _SALE_DECODER.decode(payload)
+    except msgspec.MsgspecError:
+        return None
+    if event.received_at_ms < 0:
+        return None
+    return event
+
+
+def decode_click_request(payload: bytes | None) -> ClickRequest | None:
+    """The raw click, or None when the payload is not a version-2 raw click."""
+    if payload is None:
+        return None
+    try:
+        event = _CLICK_DECODER.decode(payload)
+    except msgspec.MsgspecError:
+        return None
+    if event.clicked_at_ms < 0:
+        return None
+    return event
