@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install the project, the local services and the dev tools
 
-tools: ## install wrk (Debian package) when missing: the benchmark's load tool
-	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+tools: ## install wrk and nginx (Debian packages) when missing: the benchmark's load tool and pixel reference
+	@{ command -v wrk && test -x /usr/sbin/nginx; } >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk nginx-light >/dev/null; }
 
 run: $(STAMP) ## start broker, ClickHouse, projector and edge in the foreground (Ctrl-C stops all)
 	$(BIN)/python -m compose run

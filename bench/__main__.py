@@ -31,13 +31,16 @@ import clickhouse_connect
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bench.workload import Workload, expected, generate
+from bench import nginx
+from bench.workload import Workload, as_raw, click_as_raw, expected, generate
 from compose.processes import Service, free_port, http_check, tcp_check
 from compose.stack import Stack, tansu_binary
-from schemas.events import Click, encode
+from schemas.events import Click
+from schemas.raw import encode_raw
 from schemas.topics import Topics, ensure_topics
 
 ROOT = Path(__file__).resolve().parent.parent
+BENCH_SECRET = "bench-secret-" + "x" * 32
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,7 @@ def base_env(bootstrap: str, clickhouse: str, prefix: str, workdir: Path) -> dic
         "TRACKER_CLICKHOUSE_DATABASE": prefix,
         "TRACKER_TOPIC_PREFIX": f"{prefix}.",
         "TRACKER_PROJECTOR_GROUP": f"{prefix}-projector",
-        "TRACKER_SECRET": "bench-secret-" + "x" * 32,
+        "TRACKER_SECRET": BENCH_SECRET,
         "TRACKER_EDGE_SPOOL_DIR": str(workdir / prefix / "spool"),
         "TRACKER_PROJECTOR_PORT": str(free_port()),
     }
@@ -203,7 +206,10 @@ def bench_edge(
 ) -> None:
     cores = os.cpu_count() or 1
     for workers in (1, 2):
-        for target in ("baseline", "edge"):
+        for target in ("baseline", "nginx", "edge"):
+            if target == "nginx" and not nginx.available():
+                say("  nginx is missing (`make tools` installs it): no nginx reference")
+                continue
             port = free_port()
             prefix = f"edge{workers}{target}{uuid.uuid4().hex[:6]}"
             env = {
@@ -213,13 +219,14 @@ def bench_edge(
             # One worker: server on core 0, wrk on core 1. Two workers need both cores: wrk
             # then shares them (said in the report).
             server_pin = ["taskset", "-c", "0"] if workers == 1 and cores > 1 else []
-            module = (
-                ["-m", "bench.baseline", "--port", str(port)]
-                if target == "baseline"
-                else ["-m", "ingest"]
-            )
+            if target == "nginx":
+                argv = nginx.command(port, workers, workdir / prefix)
+            else:
+                module = ["-m", "bench.baseline", "--port", str(port)] if target == "baseline" \
+                    else ["-m", "ingest"]  # fmt: skip
+                argv = [sys.executable, *module, "--workers", str(workers)]
             process = subprocess.Popen(
-                [*server_pin, sys.executable, *module, "--workers", str(workers)],
+                [*server_pin, *argv],
                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             wait_http(f"http://127.0.0.1:{port}/{'readyz' if target == 'edge' else 'healthz'}")
@@ -262,8 +269,13 @@ async def produce(bootstrap: str, topics: Topics, workload: Workload) -> float:
     try:
         pending = []
         for event in workload.events():
-            topic = topics.clicks if isinstance(event, Click) else topics.sales
-            pending.append(await producer.send(topic, encode(event), key=event.kafka_key()))
+            # As the edge publishes since schema version 2: the calls as received, which
+            # the projector interprets (that work is part of what is measured).
+            if isinstance(event, Click):
+                topic, raw = topics.clicks, encode_raw(click_as_raw(event, BENCH_SECRET))
+            else:
+                topic, raw = topics.sales, encode_raw(as_raw(event, BENCH_SECRET))
+            pending.append(await producer.send(topic, raw, key=event.kafka_key()))
             if len(pending) >= 20_000:
                 await asyncio.gather(*pending)
                 pending = []
@@ -507,7 +519,7 @@ def plot(results: Results, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for target in ("baseline", "edge"):
+    for target in ("baseline", "nginx", "edge"):
         for workers in (1, 2):
             rows = [r for r in results.edge if r["target"] == target and r["workers"] == workers]
             if not rows:
@@ -532,7 +544,7 @@ def write_report(results: Results, scale: Scale, out: Path, command: str) -> Non
         f"{m['python']}, {m['wrk']}, broker {m['broker']}, ClickHouse {m['clickhouse']}. "
         f"Scale: {scale.name}." + (f" Stage {m['partial']} (`--only`)." if "partial" in m else ""),
         "",
-        "## Edge vs a bare aiohttp app (same GIF, same worker count)", "",
+        "## Edge vs a bare aiohttp app and nginx `empty_gif` (same GIF, same worker count)", "",
         "With 1 worker the server is pinned to core 0 and wrk to core 1 (taskset); with 2 "
         "workers the server needs both cores and wrk shares them.", "",
         "| target | workers | connections | req/s | p50 ms | p99 ms | p99.9 ms |",
@@ -543,16 +555,28 @@ def write_report(results: Results, scale: Scale, out: Path, command: str) -> Non
             f"| {r['target']} | {r['workers']} | {r['connections']} | {r['rps']:,.0f} | "
             f"{r['p50'] / 1000:.2f} | {r['p99'] / 1000:.2f} | {r['p999'] / 1000:.2f} |"
         )
-    lines += ["", "| workers | connections | edge/baseline req/s | edge/baseline p99 | goal met |",
-              "|---|---|---|---|---|"]  # fmt: skip
+    lines += ["", "| workers | connections | edge/baseline req/s | edge/baseline p99 | goal met "
+              "(>= 0.85, p99 <= 1.5x) | edge/nginx req/s | edge/nginx p99 |",
+              "|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in results.edge:
         if r["target"] != "edge":
             continue
-        base = next(b for b in results.edge if b["target"] == "baseline"
-                    and b["workers"] == r["workers"] and b["connections"] == r["connections"])  # fmt: skip
+
+        def reference(target: str, r: dict[str, Any] = r) -> dict[str, Any] | None:
+            return next((b for b in results.edge if b["target"] == target
+                         and b["workers"] == r["workers"]
+                         and b["connections"] == r["connections"]), None)  # fmt: skip
+
+        base, fastest = reference("baseline"), reference("nginx")
+        assert base is not None
         ratio, p99 = r["rps"] / base["rps"], r["p99"] / max(base["p99"], 1)
+        to_nginx = (
+            f"{r['rps'] / fastest['rps']:.2f} | {r['p99'] / max(fastest['p99'], 1):.2f}"
+            if fastest
+            else "- | -"
+        )
         lines.append(f"| {r['workers']} | {r['connections']} | {ratio:.2f} | {p99:.2f} | "
-                     f"{'yes' if ratio >= 0.85 and p99 <= 1.5 else 'no'} |")  # fmt: skip
+                     f"{'yes' if ratio >= 0.85 and p99 <= 1.5 else 'no'} | {to_nginx} |")  # fmt: skip
     for r in results.edge:
         if "published_total" in r:
             lines.append("")
