@@ -191,9 +191,13 @@ def plan(
 
     ``origins``: where each partition's fetch was meant to start (where we sought after
     checking its log, or rewound it, or the end of its previous batch). A fetch that starts
-    elsewhere was moved by the client itself (an out-of-range reset: the log changed under
-    us), so "already written" cannot be trusted: check the log first. ``held``: partitions to
-    check again whatever was fetched (their epoch changed).
+    *before* it was moved back by the client itself (an out-of-range reset to the earliest
+    offset: the log changed under us), so "already written" cannot be trusted: check the log
+    first. A fetch that starts *after* it is a gap in the log (offsets with no record: a
+    broker that lost an unfinished write, retention): the rewind-then-accept path below
+    handles it, logged once. Treating a gap as a reset checked and resumed the same offset
+    forever (seen after a broker SIGKILL). ``held``: partitions to check again whatever was
+    fetched (their epoch changed).
 
     ``rewound``: where we already rewound each partition to. If the fetch still starts later
     after that, the log itself has no such records (retention): accept the gap, once.
@@ -203,7 +207,7 @@ def plan(
     for tp, (first, last) in spans.items():
         expected = next_offsets.get(tp)
         origin = origins.get(tp)
-        if tp in held or (origin is not None and first != origin):
+        if tp in held or (origin is not None and first < origin):
             result.verify.add(tp)
         elif expected is None or first == expected:
             result.keep_from[tp] = first

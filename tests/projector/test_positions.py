@@ -60,6 +60,18 @@ def test_a_fetch_that_starts_elsewhere_than_where_we_put_the_consumer_is_checked
     assert result.keep_from == {} and result.rewind_to == {}
 
 
+def test_a_fetch_that_starts_after_where_we_put_the_consumer_is_a_gap_not_a_reset() -> None:
+    # Offset 192 has no record (a write the broker lost when it was killed): the fetch from
+    # 192 returns 193 on. Checking the log and seeking back to 192 would loop forever.
+    result = plan({TP: (193, 199)}, {TP: 192}, {}, {TP: 192})
+    assert result.verify == set()
+    assert result.rewind_to == {TP: 192}  # once; after that the gap is accepted
+    again = plan({TP: (193, 199)}, {TP: 192}, {TP: 192}, {TP: 192})
+    assert again.verify == set()
+    assert again.keep_from == {TP: 193}
+    assert again.gaps_accepted == {TP: (192, 193)}
+
+
 def test_a_held_partition_is_checked_whatever_was_fetched() -> None:
     result = plan({TP: (15, 19)}, {TP: 15}, {}, {TP: 15}, held={TP})
     assert result.verify == {TP}
