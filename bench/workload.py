@@ -44,13 +44,6 @@ class Workload:
         yield from self.clicks
         yield from self.calls
 
-    def raw_events(self, secret: str) -> Iterator[ClickRequest | SaleRequest]:
-        """The same log as the edge publishes it since schema version 2 (as received)."""
-        for click in self.clicks:
-            yield click_as_raw(click, secret)
-        for call in self.calls:
-            yield as_raw(call, secret)
-
 
 def generate(
     events: int, *, customers: int, campaigns: int = 50, links: int = 500, seed: int = 1

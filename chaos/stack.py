@@ -41,10 +41,6 @@ class LocalStack:
     def edge_url(self) -> str:
         return f"http://{self.settings.host}:{self.settings.edge_port}"
 
-    @property
-    def projector_url(self) -> str:
-        return f"http://{self.settings.host}:{self.settings.projector_port}"
-
     def compose(self, command: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "compose", command],

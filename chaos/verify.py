@@ -28,11 +28,12 @@ def tally(stack: LocalStack, universe: str, answered: Answered) -> Tally:
         "sumIf(amount, status = 'counted') FROM tracker.sales_calls "
         f"WHERE universe = '{universe}' GROUP BY transaction_id FORMAT TabSeparated"
     )
-    counted_once = lost = doubled = unanswered = copies = extra = 0
+    counted_once = doubled = unanswered = copies = extra = 0
     expected_sum = Decimal(0)
-    seen = set()
+    counted_txs = set()
     for tx, counted, events, calls, amount in rows:
-        seen.add(tx)
+        if int(counted):
+            counted_txs.add(tx)
         copies += int(calls) - int(events)
         if int(counted) > 1:
             doubled += 1
@@ -44,9 +45,7 @@ def tally(stack: LocalStack, universe: str, answered: Answered) -> Tally:
         if int(counted) == 1:
             counted_once += 1
             expected_sum += answered.sales[tx]
-    lost = sum(1 for tx in answered.sales if tx not in seen) + sum(
-        1 for tx, counted, *_ in rows if tx in answered.sales and int(counted) == 0
-    )
+    lost = len(answered.sales.keys() - counted_txs)
     return Tally(
         answered=len(answered.sales), counted=counted_once, lost=lost, doubled=doubled,
         unanswered_counted=unanswered, copies=copies, extra_calls=extra,

@@ -105,19 +105,12 @@ class Publisher:
     # -- state for /readyz and /metrics --------------------------------------------------------
 
     @property
-    def connected(self) -> bool:
-        return self._healthy
-
-    @property
     def depth(self) -> int:
         return len(self._queue)
 
     @property
     def spool_bytes(self) -> int:
         return self._spool.pending_bytes
-
-    def spool_full(self) -> bool:
-        return self._spool.full()
 
     def unready_reason(self) -> str | None:
         """Why events do not flow straight to the broker now, or None when they do."""

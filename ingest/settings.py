@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from schemas.environ import ConfigError, Environ
+from schemas.rules import DEFAULT_RULES
 from schemas.topics import Topics
 
-_UNIVERSE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 API_KEY_MIN_LENGTH = 24
 
 
@@ -23,7 +22,7 @@ def parse_api_keys(name: str, raw: str) -> dict[str, str]:
         if not item:
             continue
         universe, sep, key = item.partition(":")
-        if not sep or not _UNIVERSE.fullmatch(universe):
+        if not sep or not DEFAULT_RULES.universe.fullmatch(universe):
             raise ConfigError(f"{name} entries must be universe:key, got an entry for {universe!r}")
         if len(key) < API_KEY_MIN_LENGTH:
             raise ConfigError(

@@ -14,7 +14,7 @@ sends makes a large Kafka message.
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
 
 import msgspec
 
@@ -73,6 +73,8 @@ def kafka_key(universe: str, unique: str) -> bytes:
     return f"{universe}{KEY_SEPARATOR}{unique}".encode()
 
 
+R = TypeVar("R", SaleRequest, ClickRequest)
+
 _ENCODER: Final = msgspec.json.Encoder()
 _SALE_DECODER: Final = msgspec.json.Decoder(SaleRequest)
 _CLICK_DECODER: Final = msgspec.json.Decoder(ClickRequest)
@@ -82,27 +84,22 @@ def encode_raw(event: SaleRequest | ClickRequest) -> bytes:
     return _ENCODER.encode(event)
 
 
-def decode_sale_request(payload: bytes | None) -> SaleRequest | None:
-    """The raw call, or None when the payload is not a version-2 raw call (older or invalid)."""
+def _decode(decoder: msgspec.json.Decoder[R], payload: bytes | None) -> R | None:
     if payload is None:
         return None
     try:
-        event = _SALE_DECODER.decode(payload)
+        return decoder.decode(payload)
     except msgspec.MsgspecError:
         return None
-    if event.received_at_ms < 0:
-        return None
-    return event
+
+
+def decode_sale_request(payload: bytes | None) -> SaleRequest | None:
+    """The raw call, or None when the payload is not a version-2 raw call (older or invalid)."""
+    event = _decode(_SALE_DECODER, payload)
+    return event if event is not None and event.received_at_ms >= 0 else None
 
 
 def decode_click_request(payload: bytes | None) -> ClickRequest | None:
     """The raw click, or None when the payload is not a version-2 raw click."""
-    if payload is None:
-        return None
-    try:
-        event = _CLICK_DECODER.decode(payload)
-    except msgspec.MsgspecError:
-        return None
-    if event.clicked_at_ms < 0:
-        return None
-    return event
+    event = _decode(_CLICK_DECODER, payload)
+    return event if event is not None and event.clicked_at_ms >= 0 else None

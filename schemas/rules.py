@@ -86,9 +86,6 @@ def reason_message(reason: str, rules: Rules = DEFAULT_RULES) -> str:
     return messages.get(reason, reason)
 
 
-UNIVERSE: Final = DEFAULT_RULES.universe
-OPAQUE_ID: Final = DEFAULT_RULES.opaque_id
-CLICK_ID: Final = DEFAULT_RULES.click_id
 CURRENCY: Final = re.compile(r"[A-Z]{3}")
 
 _FIELDS: Final = ("universe", "amount", "id", "customer", "click", "currency")
@@ -280,7 +277,6 @@ def _first_problem(  # noqa: PLR0911 - one early return per rule reads best
 
 # -- tracked links ---------------------------------------------------------------------------
 
-PRODUCT: Final = DEFAULT_RULES.product
 _LINK_FIELDS: Final = {"u", "c", "k", "l", "p", "url", "s"}
 
 
