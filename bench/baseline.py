@@ -1,7 +1,10 @@
 """The edge's baseline: a bare aiohttp app answering the same GIF and doing nothing else.
 
-Usage: ``python -m bench.baseline --port P [--workers N]`` (same server set-up as the edge:
-uvloop, SO_REUSEPORT, no access log).
+Usage: ``python -m bench.baseline --port P [--workers N] [--prebuilt]`` (same server set-up
+as the edge: uvloop, SO_REUSEPORT, no access log). By default it answers with aiohttp's
+``web.Response``, the bare app the edge's goal is measured against; ``--prebuilt`` answers
+with the edge's own ``GifResponse`` (cached bytes written to the transport), so the ratio to
+it shows what the edge's own work (reading, keying, publishing) costs per call.
 """
 
 from __future__ import annotations
@@ -15,17 +18,22 @@ import sys
 import uvloop
 from aiohttp import web
 
-from ingest.gif import NO_CACHE_HEADERS, PIXEL
+from ingest.gif import NO_CACHE_HEADERS, PIXEL, GifResponse
 
 
 async def gif(request: web.Request) -> web.Response:
     return web.Response(body=PIXEL, headers=NO_CACHE_HEADERS)
 
 
-async def serve(port: int) -> None:
+async def prebuilt_gif(request: web.Request) -> web.StreamResponse:
+    return GifResponse()
+
+
+async def serve(port: int, *, prebuilt: bool) -> None:
     app = web.Application()
-    app.router.add_get("/sales.php", gif)
-    app.router.add_get("/healthz", gif)
+    handler = prebuilt_gif if prebuilt else gif
+    app.router.add_get("/sales.php", handler)
+    app.router.add_get("/healthz", handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port, reuse_port=True).start()
@@ -41,10 +49,12 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--prebuilt", action="store_true")
     args = parser.parse_args()
     if args.workers > 1:
+        one = [sys.executable, "-m", "bench.baseline", "--port", str(args.port)]
         children = [
-            subprocess.Popen([sys.executable, "-m", "bench.baseline", "--port", str(args.port)])
+            subprocess.Popen(one + (["--prebuilt"] if args.prebuilt else []))
             for _ in range(args.workers)
         ]
 
@@ -54,7 +64,7 @@ def main() -> int:
 
         signal.signal(signal.SIGTERM, stop)
         return max(c.wait() for c in children)
-    uvloop.run(serve(args.port))
+    uvloop.run(serve(args.port, prebuilt=args.prebuilt))
     return 0
 
 

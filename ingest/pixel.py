@@ -12,7 +12,7 @@ import time
 
 from aiohttp import web
 
-from ingest.gif import NO_CACHE_HEADERS, PIXEL
+from ingest.gif import GifResponse
 from ingest.handler_errors import handler_failed
 from ingest.ids import new_event_id
 from ingest.privacy import request_client_hash
@@ -52,14 +52,16 @@ def key_of(query: str, event_id: str) -> bytes:
     return kafka_key(values.get("universe", ""), values.get("id") or event_id)
 
 
-async def sale_pixel(request: web.Request) -> web.Response:
+async def sale_pixel(request: web.Request) -> web.StreamResponse:
+    started = time.perf_counter()
     # Silent mode: whatever went wrong, the merchant's page gets its image, and the failure is
     # counted and logged (rate-limited) instead of turning into a 500.
     try:
         _publish_call(request)
     except Exception as e:
         handler_failed(request.app[METRICS], "sales", e, "answered the GIF")
-    return web.Response(body=PIXEL, headers=NO_CACHE_HEADERS)
+    request.app[METRICS].pixel_seconds.observe(time.perf_counter() - started)
+    return GifResponse()
 
 
 def _publish_call(request: web.Request) -> None:

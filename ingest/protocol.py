@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
-from ingest.gif import NO_CACHE_HEADERS, PIXEL
+from ingest.gif import GifResponse
 from ingest.throttled_log import ThrottledLog
 
 logger = logging.getLogger(__name__)
@@ -85,9 +85,14 @@ class EdgeRequestHandler(web.RequestHandler):
     first byte of the next request arrives (until then the idle keep-alive timeout applies);
     it ends when the parser has the whole head. A connection still inside a head at the
     deadline is closed.
+
+    One timer per connection, not one per request: a request only notes when its head began
+    (arming and cancelling a timer per request showed in profiles). When the timer fires it
+    closes the connection if a head is overdue, and otherwise sleeps until the earliest
+    moment one could be.
     """
 
-    __slots__ = ("_events", "_head", "_head_timeout_s", "_head_timer")
+    __slots__ = ("_events", "_head", "_head_since", "_head_timeout_s", "_head_timer")
 
     def __init__(
         self,
@@ -101,27 +106,31 @@ class EdgeRequestHandler(web.RequestHandler):
         self._head_timeout_s = head_timeout_s
         self._events = events
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_since: float | None = None  # when the head being read began
         self._head = b""  # the first bytes of the request being read
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self._arm_head_timer()
+        self._head_since = self._loop.time()
+        self._head_timer = self._loop.call_later(self._head_timeout_s, self._check_head)
 
     def data_received(self, data: bytes) -> None:
         # Only while the connection waits for a request: bytes that arrive during one are its
         # body (or a pipelined request, which the keep-alive timeout bounds after the answer).
-        if data and self._head_timer is None and self._waiting_for_request():
-            self._arm_head_timer()
+        if data and self._head_since is None and self._waiting_for_request():
+            self._head_since = self._loop.time()
             self._head = b""
         if len(self._head) < _HEAD_KEEP:
             self._head += data[: _HEAD_KEEP - len(self._head)]
         parsed = self._request_count
         super().data_received(data)
         if self._request_count != parsed:  # a head is complete (or refused as malformed)
-            self._disarm_head_timer()
+            self._head_since = None
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self._disarm_head_timer()
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
         super().connection_lost(exc)
 
     def handle_error(
@@ -148,9 +157,9 @@ class EdgeRequestHandler(web.RequestHandler):
             # Silent mode holds here too: the merchant's page gets its image, and the call
             # is recorded as rejected instead of vanishing in a 400.
             self._events.on_malformed_pixel(line)
-            response = web.Response(body=PIXEL, headers=NO_CACHE_HEADERS)
-            response.force_close()
-            return response
+            gif = GifResponse()
+            gif.force_close()
+            return gif
         response = web.Response(status=status, text=message, content_type="text/plain")
         response.force_close()
         return response
@@ -162,18 +171,18 @@ class EdgeRequestHandler(web.RequestHandler):
     def _waiting_for_request(self) -> bool:
         return self._waiter is not None and not self._waiter.done()
 
-    def _arm_head_timer(self) -> None:
-        self._head_timer = self._loop.call_later(self._head_timeout_s, self._head_timed_out)
-
-    def _disarm_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def _head_timed_out(self) -> None:
+    def _check_head(self) -> None:
+        since = self._head_since
+        now = self._loop.time()
+        if since is None or not self._waiting_for_request():
+            # No head being read (idle, or answering): none can be overdue for a while.
+            self._head_timer = self._loop.call_at(now + self._head_timeout_s, self._check_head)
+            return
+        deadline = since + self._head_timeout_s
+        if now < deadline:
+            self._head_timer = self._loop.call_at(deadline, self._check_head)
+            return
         self._head_timer = None
-        if not self._waiting_for_request():
-            return  # closing already, or a request is being answered
         self._events.head_timeouts.inc()
         self._events.slow_log.log(
             "closed a connection that sent no complete request head within %.0f s",

@@ -28,10 +28,10 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from ingest.metrics import EdgeMetrics
+from ingest.partitioner import partition_of
 from ingest.settings import EdgeSettings
 from ingest.spool import Record, Spool, SpoolFull
 from schemas.topics import ensure_topics
@@ -89,7 +89,6 @@ class Publisher:
         self._restarting = False
         self._restart_backoff = RESTART_BACKOFF_S
         self._last_drop_log = 0.0
-        self._partitioner = DefaultPartitioner()
 
     # -- the request path ----------------------------------------------------------------------
 
@@ -297,8 +296,18 @@ class Publisher:
             return
         self._restarting = False  # (re)started and connected: the broker state says the rest
         backoff = 0.2
+        loop = asyncio.get_running_loop()
+        linger_s = self._settings.kafka_linger_ms / 1000
+        send_after = 0.0
         while True:
             if self._queue:
+                # The linger: at most one batch per interval unless a full one is waiting. The
+                # per-batch cost (a produce request, one record batch per partition, its CRC
+                # and compression) then spreads over many events instead of a handful.
+                wait = send_after - loop.time()
+                if wait > 0 and len(self._queue) < BATCH_MAX and not self._closing:
+                    await asyncio.sleep(wait)
+                send_after = loop.time() + linger_s
                 batch = [self._queue.popleft() for _ in range(min(BATCH_MAX, len(self._queue)))]
                 self._metrics.queue_depth.set(len(self._queue))
                 self._in_flight = batch
@@ -343,7 +352,7 @@ class Publisher:
         """Send a batch and wait for every acknowledgement; return the messages that failed.
 
         The messages go as one record batch per partition, chosen by Kafka's default
-        partitioner (murmur2 of the key, as every Kafka client does): one future per
+        partitioner (murmur2 of the key, as every Kafka client does, in C): one future per
         partition instead of one per message cut the publisher's CPU per event by two
         thirds (17.5 -> 5.6 us, measured against the embedded broker).
         """
@@ -404,5 +413,5 @@ class Publisher:
             known = partitions.get(m.topic)
             if known is None:
                 known = partitions[m.topic] = sorted(await self._producer.partitions_for(m.topic))
-            groups.setdefault((m.topic, self._partitioner(m.key, known, known)), []).append(m)
+            groups.setdefault((m.topic, partition_of(m.key, known)), []).append(m)
         return groups
