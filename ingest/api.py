@@ -143,6 +143,7 @@ def item_values(item: object, universe: str) -> tuple[dict[str, str], str, str]:
 
 
 async def report_sales(request: web.Request) -> web.Response:
+    started = time.perf_counter()
     try:
         return await _report_sales(request)
     except web.HTTPException:
@@ -151,6 +152,8 @@ async def report_sales(request: web.Request) -> web.Response:
         # Counted and logged (rate-limited), never a traceback per request.
         handler_failed(request.app[METRICS], "api", e, "answered 500")
         return error(500, "internal error; retry (sales with an id are counted once)")
+    finally:
+        request.app[METRICS].api_seconds.observe(time.perf_counter() - started)
 
 
 async def _report_sales(request: web.Request) -> web.Response:  # noqa: PLR0911 - one per error

@@ -58,7 +58,8 @@ def create_app(settings: EdgeSettings, *, worker: int = 0) -> web.Application:
     app[METRICS] = edge_metrics = EdgeMetrics()
     # One spool per worker process: each appends and replays its own, in order.
     spool_dir = Path(settings.spool_dir) / f"worker-{worker}"
-    app[PUBLISHER] = Publisher(settings, edge_metrics, spool_dir)
+    app[PUBLISHER] = publisher = Publisher(settings, edge_metrics, spool_dir)
+    edge_metrics.report_readiness(publisher.unready_reason)
     app.router.add_get("/sales.php", sale_pixel)
     app.router.add_get("/sales", sale_pixel)
     app.router.add_get("/click", follow_link)

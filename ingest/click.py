@@ -52,6 +52,14 @@ def ascii_url(url: str) -> str:
 
 
 async def follow_link(request: web.Request) -> web.Response:
+    started = time.perf_counter()
+    try:
+        return _follow_link(request)
+    finally:
+        request.app[METRICS].click_seconds.observe(time.perf_counter() - started)
+
+
+def _follow_link(request: web.Request) -> web.Response:
     app = request.app
     settings = app[SETTINGS]
     metrics = app[METRICS]

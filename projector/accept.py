@@ -53,7 +53,9 @@ async def accept_log(
     projected = (settings.topics.clicks, settings.topics.sales)
     if topic is not None and topic not in projected:
         raise AcceptError(f"unknown topic {topic!r}: the projector reads {' and '.join(projected)}")
-    store = await Store.connect(settings.clickhouse_url, settings.clickhouse_database)
+    store = await Store.connect(
+        settings.clickhouse_url, settings.clickhouse_database, cluster=settings.clickhouse_cluster
+    )
     probe = LogProbe(settings.kafka_bootstrap)
     try:
         generation = await store.prepare()

@@ -183,6 +183,8 @@ class Projector:
         """Why the projector is not ready, or None when it is (what /readyz answers)."""
         if self._consumer is None or not self._consumer.assignment():
             return "not consuming yet"  # a group join can take seconds
+        if self._unverified:  # assigned, not fetched from until their log is checked
+            return f"checking the log of {len(self._unverified)} partitions before reading them"
         if self.refused:
             return "log went backwards, partitions refused until an operator acts: " + "; ".join(
                 r.message for _, r in sorted(self.refused.items())
@@ -232,7 +234,9 @@ class Projector:
         s = self.settings
         store = await self._retrying(
             "connect to ClickHouse",
-            lambda: Store.connect(s.clickhouse_url, s.clickhouse_database),
+            lambda: Store.connect(
+                s.clickhouse_url, s.clickhouse_database, cluster=s.clickhouse_cluster
+            ),
             stop,
         )
         try:
@@ -276,6 +280,10 @@ class Projector:
             # where it did not put the consumer and checks the log before writing anything.
             auto_offset_reset="earliest",
             max_poll_records=s.batch_max,
+            session_timeout_ms=s.kafka_session_timeout_ms,
+            heartbeat_interval_ms=s.kafka_session_timeout_ms // 3,
+            # What it was before the session timeout became a setting (aiokafka's default).
+            rebalance_timeout_ms=max(s.kafka_session_timeout_ms, 10_000),
         )
         await consumer.start()
         if self._fixed_generation:
@@ -385,6 +393,7 @@ class Projector:
                     )  # fmt: skip
                 else:
                     self._resume(tp, stored.get(tp), verdict, r.consumer)
+                    self.metrics.set_lag(tp, logs[tp].high_watermark - verdict.offset)
 
     async def _watch(self, generation: int, r: _Run) -> None:
         """Check refused partitions again once the generation or their epoch moved."""
@@ -547,6 +556,7 @@ class Projector:
         for tp, first in p.keep_from.items():
             new = sum(1 for record in batch[tp] if record.offset >= first)
             self.metrics.events.labels(tp.topic).inc(new)
+            self.metrics.already_written.inc(len(batch[tp]) - new)
         self.metrics.batch_size.observe(len(clicks) + len(calls) + len(failures))
 
         for click, position in clicks:

@@ -2,12 +2,40 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from typing import Protocol
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+# The operations the loop retries (Projector._retrying's names). Exported at 0 from the start:
+# a labelled counter born at 1 on its first retry is invisible to increase(), so an alert
+# would miss the first burst. An operation missing here still counts, from its second retry.
+RETRIED_OPERATIONS = (
+    "connect to ClickHouse", "prepare the schema", "start the log probe", "read the log",
+    "read the live generation", "read positions", "look up counted transactions",
+    "look up clicks", "write to ClickHouse",
+)  # fmt: skip
+
+
+class _Partition(Protocol):
+    topic: str
+    partition: int
 
 
 class ProjectorMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # The default registry's process_*, python_info and python_gc_* series.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         self.events = Counter(
             "tracker_projector_events",
             "Events consumed by topic",
@@ -50,6 +78,14 @@ class ProjectorMetrics:
             ["operation"],
             registry=self.registry,
         )
+        for operation in RETRIED_OPERATIONS:
+            self.retries.labels(operation)
+        self.already_written = Counter(
+            "tracker_projector_already_written_records",
+            "Records fetched again and not written, because ClickHouse already held them (a "
+            "restart between write and commit, a rebalance, a replay)",
+            registry=self.registry,
+        )
         self.batch_size = Histogram(
             "tracker_projector_batch_events",
             "Events per batch",
@@ -70,7 +106,11 @@ class ProjectorMetrics:
         )
         self.lag = Gauge(
             "tracker_projector_lag",
-            "Messages behind the high watermark",
+            "Messages behind the high watermark (set when a partition's log is checked, before "
+            "its first fetch, then after every batch)",
             ["topic", "partition"],
             registry=self.registry,
         )
+
+    def set_lag(self, tp: _Partition, behind: int) -> None:
+        self.lag.labels(tp.topic, str(tp.partition)).set(max(0, behind))

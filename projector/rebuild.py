@@ -53,7 +53,9 @@ async def rebuild(
     write: Callable[[str], None] = print,
 ) -> int:
     """Build generation live+1 from the earliest offsets, activate it; return its number."""
-    store = await Store.connect(settings.clickhouse_url, settings.clickhouse_database)
+    store = await Store.connect(
+        settings.clickhouse_url, settings.clickhouse_database, settings.clickhouse_cluster
+    )
     try:
         live = await store.prepare()
         target = live + 1

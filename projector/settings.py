@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from schemas.ddl import valid_database_name
+from schemas.ddl import valid_cluster_name, valid_database_name
 from schemas.environ import ConfigError, Environ, mask_url
 from schemas.rules import DEFAULT_RULES, Rules
 from schemas.topics import Topics
@@ -22,8 +22,12 @@ class ProjectorSettings:
     kafka_replication: int
     kafka_idempotence: bool
     group_id: str
+    # Also how long a (Tansu) broker holds a new group's first join: half of it, 1 s at least.
+    kafka_session_timeout_ms: int
     clickhouse_url: str = field(repr=False)
     clickhouse_database: str
+    # Cluster mode: DDL ON CLUSTER this name, Replicated engines (docs/cluster.md); "" = one server.
+    clickhouse_cluster: str
     batch_max: int
     flush_interval_ms: int
     attribution_window_ms: int
@@ -41,7 +45,8 @@ class ProjectorSettings:
         # The URL may carry a password: show it masked, never in clear.
         return (
             f"ProjectorSettings(kafka={','.join(self.kafka_bootstrap)}, group={self.group_id}, "
-            f"clickhouse={mask_url(self.clickhouse_url)}, database={self.clickhouse_database})"
+            f"clickhouse={mask_url(self.clickhouse_url)}, database={self.clickhouse_database}"
+            + (f", cluster={self.clickhouse_cluster})" if self.clickhouse_cluster else ")")
         )
 
     @classmethod
@@ -53,6 +58,13 @@ class ProjectorSettings:
                 "TRACKER_CLICKHOUSE_DATABASE must be letters, digits and _, "
                 f"not starting with a digit, got {database!r}"
             )
+        cluster = env.text("TRACKER_CLICKHOUSE_CLUSTER", "")
+        if cluster and not valid_cluster_name(cluster):
+            raise ConfigError(
+                "TRACKER_CLICKHOUSE_CLUSTER must be a cluster name of the servers' remote_servers "
+                "(letters, digits, _ and -, starting with a letter or _, at most 63), "
+                f"got {cluster!r}"
+            )
         return cls(
             host=env.text("TRACKER_PROJECTOR_HOST", "127.0.0.1"),
             port=env.port("TRACKER_PROJECTOR_PORT", 8081),
@@ -62,8 +74,12 @@ class ProjectorSettings:
             kafka_replication=env.integer("TRACKER_KAFKA_REPLICATION", 1, minimum=1),
             kafka_idempotence=env.flag("TRACKER_KAFKA_IDEMPOTENCE", True),
             group_id=env.text("TRACKER_PROJECTOR_GROUP", "tracker-projector"),
+            kafka_session_timeout_ms=env.integer(
+                "TRACKER_KAFKA_SESSION_TIMEOUT_MS", 10_000, minimum=1000, maximum=300_000
+            ),
             clickhouse_url=env.http_url("TRACKER_CLICKHOUSE_URL", "http://127.0.0.1:8123"),
             clickhouse_database=database,
+            clickhouse_cluster=cluster,
             batch_max=env.integer("TRACKER_PROJECTOR_BATCH_MAX", 5000, minimum=1),
             flush_interval_ms=env.integer(
                 "TRACKER_PROJECTOR_FLUSH_INTERVAL_MS", 1000, minimum=10, maximum=60_000

@@ -24,6 +24,7 @@ from projector.errors import ProjectorError
 from projector.positions import PositionRow, Stored, current_positions
 from projector.rows import Row
 from schemas.ddl import (
+    drop_statement,
     meta_statements,
     retired_names,
     table_names,
@@ -80,16 +81,19 @@ def dedup_token(table: str, extent: str) -> str:
 
 
 class Store:
-    def __init__(self, client: AsyncClient, database: str) -> None:
+    def __init__(self, client: AsyncClient, database: str, cluster: str = "") -> None:
         self._client = client
         self.database = database
+        # Cluster mode (see docs/cluster.md): every DDL statement runs ON CLUSTER, on
+        # Replicated engines; "" is a single server.
+        self.cluster = cluster
 
     @classmethod
-    async def connect(cls, url: str, database: str) -> Store:
+    async def connect(cls, url: str, database: str, cluster: str = "") -> Store:
         client = await _guard(
             "connect", lambda: clickhouse_connect.get_async_client(dsn=url, database="default")
         )
-        return cls(client, database)
+        return cls(client, database, cluster)
 
     async def close(self) -> None:
         await self._client.close()
@@ -113,7 +117,7 @@ class Store:
 
     async def prepare(self) -> int:
         """Create what is missing and return the live generation (1 on a new database)."""
-        for sql in meta_statements(self.database):
+        for sql in meta_statements(self.database, self.cluster):
             await self._command(sql)
         live = await self.live_generation()
         if live == 0:
@@ -121,7 +125,7 @@ class Store:
             await self.activate(1)
             return 1
         await self.create_generation(live)
-        for sql in view_statements(self.database, live):
+        for sql in view_statements(self.database, live, self.cluster):
             await self._command(sql)
         return live
 
@@ -130,7 +134,7 @@ class Store:
         return int(rows[0][0]) if rows else 0
 
     async def create_generation(self, generation: int) -> None:
-        for sql in table_statements(self.database, generation):
+        for sql in table_statements(self.database, generation, self.cluster):
             await self._command(sql)
         await self._adopt_retired_positions(generation)
 
@@ -157,7 +161,7 @@ class Store:
             f"FROM {table} GROUP BY kafka_topic, kafka_partition"
         )
         for view in views:
-            await self._command(f"DROP TABLE IF EXISTS {view} SYNC")
+            await self._command(drop_statement(view, self.cluster))
         logger.warning(
             "generation %d predates log epochs: its positions were carried over to "
             "log_positions_g%d without fingerprints",
@@ -168,14 +172,14 @@ class Store:
         # Views first: a table cannot go while a materialized view still reads from it.
         views, table = retired_names(self.database, generation)
         for name in [*views, *reversed(table_names(self.database, generation)), table]:
-            await self._command(f"DROP TABLE IF EXISTS {name} SYNC")
+            await self._command(drop_statement(name, self.cluster))
 
     async def activate(self, generation: int) -> None:
         """Point every public view at ``generation`` and make it the live one."""
         await self._command(
             f"INSERT INTO {self.database}.generations (generation) VALUES ({int(generation)})"
         )
-        for sql in view_statements(self.database, generation):
+        for sql in view_statements(self.database, generation, self.cluster):
             await self._command(sql)
 
     # -- look-ups ---------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 By default the session starts the embedded local stack (Tansu on a SeaweedFS S3 store, ClickHouse
 from chdb-core) on free ports in a temporary folder, so a running `make run` is never
 disturbed. Set TRACKER_KAFKA_BOOTSTRAP and/or TRACKER_CLICKHOUSE_URL to use real ones
-instead. A service that cannot be started fails the run: it is never skipped.
+instead, or TRACKER_TEST_SERVICES=docker to start Apache Kafka and ClickHouse server containers
+(tests/containers.py; needs the `docker` extra and a Docker engine). A service that cannot be
+started fails the run: it is never skipped.
 """
 
 from __future__ import annotations
@@ -43,6 +45,14 @@ def stack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def services(stack_dir: Path) -> Iterator[Services]:
+    if os.environ.get("TRACKER_TEST_SERVICES", "local") == "docker":
+        # Apache Kafka and ClickHouse server in containers; imported here only, so the
+        # default path never needs testcontainers or a Docker engine.
+        from containers import docker_services
+
+        with docker_services() as (kafka_bootstrap, clickhouse_url):
+            yield Services(kafka_bootstrap, clickhouse_url, False, None, None)
+        return
     settings = StackSettings.from_env(
         {
             **{k: v for k, v in os.environ.items() if k.startswith("TRACKER_")},
