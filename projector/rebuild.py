@@ -65,8 +65,10 @@ async def rebuild(
         write(f"rebuild: live generation {live}, building generation {target}")
         stop = asyncio.Event()
         for topics in ((settings.topics.clicks,), (settings.topics.clicks, settings.topics.sales)):
-            projector = Projector(settings, ProjectorMetrics(), generation=target, topics=topics)
-            projector.progress = Progress(write)
+            projector = Projector(
+                settings, ProjectorMetrics(), generation=target, topics=topics,
+                progress=Progress(write),
+            )  # fmt: skip
             await projector.run(stop, burst=True)
         await store.activate(target)
         write(f"rebuild: generation {target} is live; every view now reads it")

@@ -351,7 +351,7 @@ async def test_tiny_batches_with_a_write_always_in_flight_count_exactly(
 ) -> None:
     """Batch N+1 is projected while batch N is written: a refresh in N+1 of a sale in N, and
     positions N has not stored yet, are taken from what N is writing (no needless rewind)."""
-    caplog.set_level(logging.WARNING, logger="projector.loop")
+    caplog.set_level(logging.WARNING, logger="projector")
     settings = dataclasses.replace(projector_settings, batch_max=7)
     clicks, calls = generate(seed=13, sales=500)
     await produce(settings, clicks)

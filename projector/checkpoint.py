@@ -1,0 +1,92 @@
+"""The end of a batch: write its rows, then cache what it counted, then commit its offsets.
+
+Runs while the next batch is fetched and projected (one write in flight, in order).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+
+from aiokafka import TopicPartition
+
+from projector.lookups import Lookups
+from projector.metrics import ProjectorMetrics
+from projector.project import Projected
+from projector.retry import Retrying
+from projector.settings import ProjectorSettings
+from projector.sink import ClickHouseSink
+from projector.store import Store
+
+logger = logging.getLogger(__name__)
+
+# Commits the offsets of written records (a live member of the group); None: nothing to
+# commit to (a rebuild has no group).
+Commit = Callable[[dict[TopicPartition, int]], Awaitable[None]]
+
+
+class Checkpoint:
+    """Writes batches and commits their offsets, in this order:
+
+    Step 1. Flush the sink: one atomic insert per ledger table, retried while retriable
+            under the same deduplication tokens, so a retry is stored once.
+    Step 2. Cache the transactions the batch counted: later batches skip the look-up.
+    Step 3. Commit the offsets of the records the batch kept. A failed commit is harmless:
+            ClickHouse holds the positions, and the next owner skips what is written.
+
+    If step 1 raises, nothing is cached or committed. ``TRACKER_PROJECTOR_FAULT`` (a test
+    hook) kills the process before step 1, after step 2 or after step 3.
+    """
+
+    def __init__(
+        self,
+        settings: ProjectorSettings,
+        metrics: ProjectorMetrics,
+        store: Store,
+        lookups: Lookups,
+        retrying: Retrying,
+        *,
+        commit: Commit | None,
+    ) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._store = store
+        self._lookups = lookups
+        self._retrying = retrying
+        self._commit = commit
+        self._batches = 0
+
+    def sink(self, projected: Projected) -> ClickHouseSink:
+        """The batch's rows, added to a sink of its generation's tables."""
+        sink = ClickHouseSink(self._store, self._metrics)
+        sink.clear(projected.written.generation)
+        rows = projected.rows
+        for table, added in (
+            (sink.dead_letters, rows.dead_letters), (sink.clicks, rows.clicks),
+            (sink.calls, rows.calls),
+        ):  # fmt: skip
+            for row, position in added:
+                table.add(row, position)
+        return sink
+
+    async def __call__(self, sink: ClickHouseSink, projected: Projected, started: float) -> None:
+        self._batches += 1
+        self._fault("before-write")
+        await self._retrying("write to ClickHouse", sink.flush)  # Step 1
+        self._lookups.remember(projected.written.counted.items())  # Step 2
+        self._metrics.batch_latency.observe(time.perf_counter() - started)
+        self._fault("after-write")
+        offsets = projected.written.next_offsets
+        if self._commit is None or not offsets:
+            return
+        await self._commit(offsets)  # Step 3
+        self._fault("after-commit")
+
+    def _fault(self, stage: str) -> None:
+        s = self._settings
+        if s.fault == stage and self._batches >= s.fault_after_batches:
+            logger.error("fault injection: SIGKILL at %s of batch %d", stage, self._batches)
+            os.kill(os.getpid(), signal.SIGKILL)
