@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 
 from helpers import eventually, metrics_text, read_topic, running_edge, sales_as_read, sample
-from ingest.publisher import Message
+from ingest.message import Message
 from ingest.settings import EdgeSettings
 from ingest.spool import Spool, encode_frame
 from schemas.events import SaleCall, encode

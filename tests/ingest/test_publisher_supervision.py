@@ -13,7 +13,8 @@ import aiohttp
 import pytest
 
 from helpers import eventually, metrics_text, read_topic, running_edge, sales_as_read, sample
-from ingest.publisher import Message, Publisher
+from ingest.message import Message
+from ingest.publisher import Publisher
 from ingest.settings import EdgeSettings
 
 

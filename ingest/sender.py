@@ -1,0 +1,251 @@
+"""The publisher's background task: batches to Kafka, acknowledgements, failures to the spool.
+
+One task sends the queue in batches (at most one per linger interval unless a full batch
+waits), then the spool, as one record batch per partition, and waits for the
+acknowledgements; a batch that fails moves to the spool with everything queued after it
+(the backlog's order, ``ingest/backlog.py``). The task is supervised: an unexpected error is
+logged at once, counted, and the task restarted on a fresh producer after a pause that
+doubles while it keeps failing. While closing it keeps sending until the queue and the spool
+are empty; the publisher (``ingest/publisher.py``) bounds that drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from aiokafka.producer.message_accumulator import BatchBuilder
+
+from ingest.backlog import Backlog
+from ingest.message import Message
+from ingest.metrics import EdgeMetrics
+from ingest.partitioner import partition_of
+from ingest.settings import EdgeSettings
+from schemas.topics import ensure_topics
+
+# The publisher's log lines keep the logger they always had: logs are searched by it.
+logger = logging.getLogger("ingest.publisher")
+
+BATCH_MAX = 5000
+BACKOFF_MAX_S = 5.0
+SEND_TIMEOUT_S = 15.0
+CONNECT_TIMEOUT_S = 15.0
+RESTART_BACKOFF_S = 0.5  # the first restart; doubles up to BACKOFF_MAX_S while it keeps failing
+
+
+class Sender(Backlog):
+    def __init__(self, settings: EdgeSettings, metrics: EdgeMetrics, spool_dir: Path) -> None:
+        super().__init__(settings, metrics, spool_dir)
+        self._closing = False
+        self._producer: AIOKafkaProducer | None = None
+        self._restarting = False
+        self._restart_backoff = RESTART_BACKOFF_S
+
+    async def _supervise(self) -> None:
+        """Run the publishing loop; an unexpected error restarts it instead of ending it.
+
+        A dead loop would leave every later event in the spool, unsent, while the pixel
+        keeps answering; so the error is logged now (not when the task is awaited at
+        shutdown), counted, and the loop restarted on a fresh producer.
+        """
+        while True:
+            try:
+                await self._run()
+                return
+            except Exception:
+                self._restarting = True
+                self._healthy = False  # from now on publish() spools, behind what we spool here
+                self._metrics.publisher_restarts.inc()
+                pause = self._restart_backoff
+                logger.exception("the publisher failed; restarting it in %.1fs", pause)
+                self._spool_unsent()
+                await self._drop_producer()
+                await asyncio.sleep(min(pause, 0.1) if self._closing else pause)
+                self._restart_backoff = min(pause * 2, BACKOFF_MAX_S)
+
+    async def _drop_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                await asyncio.wait_for(producer.stop(), timeout=SEND_TIMEOUT_S)
+            except Exception:  # it failed already; the restart makes a new one
+                logger.warning("stopping the failed producer failed too", exc_info=True)
+
+    async def _connect(self) -> AIOKafkaProducer | None:
+        s = self._settings
+        backoff = 0.2
+        # Closing does not stop the attempts while anything waits to be published: close()
+        # gives the drain TRACKER_EDGE_DRAIN_TIMEOUT_S and cancels this task at its end (an
+        # edge stopped right after a failed first attempt left its spool unsent).
+        while not (self._closing and not self._queue and self._spool.empty()):
+            producer = AIOKafkaProducer(
+                bootstrap_servers=list(s.kafka_bootstrap),
+                acks="all",
+                enable_idempotence=s.kafka_idempotence,
+                compression_type=s.kafka_compression,
+                linger_ms=s.kafka_linger_ms,
+                max_batch_size=s.kafka_batch_bytes,
+                request_timeout_ms=10_000,
+            )
+            try:
+                # Bounded, so that one hung attempt cannot hold the publisher forever.
+                await asyncio.wait_for(self._start(producer), timeout=CONNECT_TIMEOUT_S)
+                logger.info("connected to Kafka at %s", ",".join(s.kafka_bootstrap))
+                return producer
+            except (KafkaError, OSError, TimeoutError) as e:
+                await producer.stop()
+                logger.warning("Kafka unreachable (%s); spooling, retry in %.1fs", e, backoff)
+                if self._closing:  # draining: retry often, close() holds the deadline
+                    await asyncio.sleep(0.2)
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wait_closing(), timeout=backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+        return None
+
+    async def _start(self, producer: AIOKafkaProducer) -> None:
+        s = self._settings
+        await ensure_topics(
+            s.kafka_bootstrap,
+            s.topics,
+            partitions=s.kafka_partitions,
+            replication=s.kafka_replication,
+        )
+        await producer.start()
+
+    async def _wait_closing(self) -> None:
+        while not self._closing:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    async def _run(self) -> None:
+        self._producer = await self._connect()
+        if self._producer is None:
+            return
+        self._restarting = False  # (re)started and connected: the broker state says the rest
+        backoff = 0.2
+        loop = asyncio.get_running_loop()
+        linger_s = self._settings.kafka_linger_ms / 1000
+        send_after = 0.0
+        while True:
+            if self._queue:
+                # The linger: at most one batch per interval unless a full one is waiting. The
+                # per-batch cost (a produce request, one record batch per partition, its CRC
+                # and compression) then spreads over many events instead of a handful.
+                wait = send_after - loop.time()
+                if wait > 0 and len(self._queue) < BATCH_MAX and not self._closing:
+                    await asyncio.sleep(wait)
+                send_after = loop.time() + linger_s
+                batch = [self._queue.popleft() for _ in range(min(BATCH_MAX, len(self._queue)))]
+                self._metrics.queue_depth.set(len(self._queue))
+                self._in_flight = batch
+                failed = await self._send(batch)
+                self._in_flight = []
+                if failed:
+                    # Keep the order: the failed ones first, then whatever arrived since.
+                    self._healthy = False
+                    self._spool_messages(failed + list(self._queue))
+                    self._queue.clear()
+                    backoff = await self._back_off(backoff)
+                continue
+            if not self._spool.empty():
+                records, cursor = self._spool.read_records(BATCH_MAX)
+                messages = self._decode(records)
+                failed = await self._send(messages) if messages else []
+                if failed:
+                    self._healthy = False
+                    backoff = await self._back_off(backoff)
+                else:
+                    self._spool.acknowledge(cursor)
+                    self._metrics.spool_bytes.set(self._spool.pending_bytes)
+                    backoff = 0.2
+                continue
+            self._healthy = True
+            backoff = 0.2
+            self._restart_backoff = RESTART_BACKOFF_S
+            if self._closing:
+                return
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    async def _back_off(self, backoff: float) -> float:
+        self._metrics.publish_errors.inc()
+        if not self._closing:
+            await asyncio.sleep(backoff)
+        else:
+            await asyncio.sleep(min(backoff, 0.5))
+        return min(backoff * 2, BACKOFF_MAX_S)
+
+    async def _send(self, batch: list[Message]) -> list[Message]:
+        """Send a batch and wait for every acknowledgement; return the messages that failed.
+
+        The messages go as one record batch per partition, chosen by Kafka's default
+        partitioner (murmur2 of the key, as every Kafka client does, in C): one future per
+        partition instead of one per message cut the publisher's CPU per event by two
+        thirds (17.5 -> 5.6 us, measured against the embedded broker).
+        """
+        assert self._producer is not None
+        producer = self._producer
+        started = time.perf_counter()
+        sends: list[tuple[list[Message], asyncio.Future[object]]] = []
+        try:
+            for (topic, partition), messages in (await self._by_partition(batch)).items():
+                for builder, chunk in self._record_batches(messages):
+                    future = await producer.send_batch(builder, topic, partition=partition)
+                    sends.append((chunk, future))
+        except KafkaError as e:
+            logger.warning("publish failed before send: %s", e)
+        try:
+            results = await asyncio.wait_for(
+                asyncio.gather(*(f for _, f in sends), return_exceptions=True),
+                timeout=SEND_TIMEOUT_S,
+            )
+        except TimeoutError:
+            logger.warning("no acknowledgement in %.0fs for %d events", SEND_TIMEOUT_S, len(batch))
+            return batch
+        delivered: set[int] = set()
+        sent: dict[str, int] = {}
+        for (chunk, _), result in zip(sends, results, strict=True):
+            if not isinstance(result, BaseException):
+                delivered.update(id(m) for m in chunk)
+                sent[chunk[0].topic] = sent.get(chunk[0].topic, 0) + len(chunk)
+        for topic, count in sent.items():
+            self._metrics.published.labels(topic).inc(count)
+        # In the order received: the spool replays them that way.
+        failed = [m for m in batch if id(m) not in delivered]
+        if failed:
+            logger.warning("%d of %d events failed to publish", len(failed), len(batch))
+        self._metrics.publish_latency.observe(time.perf_counter() - started)
+        return failed
+
+    def _record_batches(
+        self, messages: list[Message]
+    ) -> Iterator[tuple[BatchBuilder, list[Message]]]:
+        """The messages in order, as record batches and the messages each holds."""
+        assert self._producer is not None
+        builder, chunk = self._producer.create_batch(), list[Message]()
+        for m in messages:
+            # A full record batch refuses the message; a new one always takes it.
+            if builder.append(key=m.key, value=m.value, timestamp=None) is None:
+                yield builder, chunk
+                builder, chunk = self._producer.create_batch(), []
+                builder.append(key=m.key, value=m.value, timestamp=None)
+            chunk.append(m)
+        yield builder, chunk
+
+    async def _by_partition(self, batch: list[Message]) -> dict[tuple[str, int], list[Message]]:
+        assert self._producer is not None
+        partitions: dict[str, list[int]] = {}
+        groups: dict[tuple[str, int], list[Message]] = {}
+        for m in batch:
+            known = partitions.get(m.topic)
+            if known is None:
+                known = partitions[m.topic] = sorted(await self._producer.partitions_for(m.topic))
+            groups.setdefault((m.topic, partition_of(m.key, known)), []).append(m)
+        return groups
