@@ -26,6 +26,7 @@ from ingest.ids import new_event_id
 from ingest.privacy import request_client_hash
 from ingest.state import METRICS, PUBLISHER, SETTINGS
 from schemas.raw import SaleRequest, encode_raw, kafka_key
+from schemas.reasons import Reason
 from schemas.rules import reason_message, sale_call_from_values
 from schemas.unicode import is_unicode
 
@@ -122,7 +123,7 @@ def parse_json(body: bytes) -> Any:
 def item_values(item: object, universe: str) -> tuple[dict[str, str], str, str]:
     """(values, problem, message) of one JSON item, in the pixel's terms."""
     if not isinstance(item, dict):
-        return {}, "item_not_object", "each sale must be a JSON object"
+        return {}, Reason.ITEM_NOT_OBJECT, reason_message(Reason.ITEM_NOT_OBJECT)
     values: dict[str, str] = {}
     for name in _FIELDS:
         value = item.get(name)
@@ -132,13 +133,15 @@ def item_values(item: object, universe: str) -> tuple[dict[str, str], str, str]:
             # Its exact text: the pixel's rules then apply (no exponent, at most 4 decimals).
             value = value.text
         if not isinstance(value, str):
-            return {}, f"{name}_not_string", f"field {name} must be a string"
+            problem = Reason.NOT_STRING.code(name)
+            return {}, problem, reason_message(problem)
         values[name] = value
     if values.setdefault("universe", universe) != universe:
-        return values, "universe_not_allowed", "this API key may not report sales of that universe"
+        return values, Reason.UNIVERSE_NOT_ALLOWED, reason_message(Reason.UNIVERSE_NOT_ALLOWED)
     repeated = item.repeated if isinstance(item, JsonObject) else ""
     if repeated:
-        return values, "duplicate_field", f"field {repeated} appears more than once"
+        message = reason_message(Reason.DUPLICATE_FIELD, name=repeated)
+        return values, Reason.DUPLICATE_FIELD, message
     return values, "", ""
 
 

@@ -18,6 +18,7 @@ from ingest.ids import new_event_id
 from ingest.privacy import request_client_hash
 from ingest.state import METRICS, PUBLISHER, SETTINGS
 from schemas.raw import COOKIES_MAX, QUERY_MAX, SaleRequest, encode_raw, kafka_key
+from schemas.reasons import Reason
 from schemas.rules import COOKIE_PREFIX, parse_query
 from schemas.unicode import is_unicode
 
@@ -93,7 +94,7 @@ def publish_malformed_call(app: web.Application, request_line: bytes) -> None:
     call = SaleRequest(
         event_id=event_id, received_at_ms=time.time_ns() // 1_000_000, source="pixel",
         query=request_line.decode("ascii", "backslashreplace")[:QUERY_MAX],
-        problem="malformed_request",
+        problem=Reason.MALFORMED_REQUEST,
     )  # fmt: skip
     app[PUBLISHER].publish(settings.topics.sales, kafka_key("", event_id), encode_raw(call))
     app[METRICS].sales_published.inc()

@@ -10,7 +10,7 @@ changed) history is read anew.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any
 
 import msgspec
 import orjson
@@ -23,6 +23,7 @@ from schemas.raw import (
     decode_click_request,
     decode_sale_request,
 )
+from schemas.reasons import Reason
 from schemas.rules import (
     RAW_KEEP,
     Rules,
@@ -33,11 +34,6 @@ from schemas.rules import (
     sale_call_from_values,
 )
 from schemas.signing import ClickToken, SignatureError, verify_link
-
-# What the edge marks in ``SaleRequest.problem`` for a request line aiohttp refused: the
-# line (escaped) is all there is, in ``query``.
-MALFORMED_REQUEST: Final = "malformed_request"
-TOO_LONG: Final = "too_long"
 
 ContextOutcomes = list[tuple[str, str]]
 
@@ -75,11 +71,12 @@ def interpret_sale(
     raw: SaleRequest, *, secret: str, window_ms: int, rules: Rules
 ) -> tuple[SaleCall, ContextOutcomes]:
     """The call ``raw`` describes, and what was seen of its click context (for a metric)."""
-    if raw.source == "pixel" and raw.problem == MALFORMED_REQUEST:
-        # Nothing was parsed: the escaped request line is kept for diagnosis, as the edge did.
+    if raw.source == "pixel" and raw.problem == Reason.MALFORMED_REQUEST:
+        # What the edge marks for a request line aiohttp refused. Nothing was parsed: the
+        # escaped request line is kept for diagnosis, as the edge did.
         return SaleCall(
             event_id=raw.event_id, received_at_ms=raw.received_at_ms, source="pixel",
-            status="rejected", reason=MALFORMED_REQUEST, universe="", transaction_id="",
+            status="rejected", reason=Reason.MALFORMED_REQUEST, universe="", transaction_id="",
             amount="", amount_raw=raw.query[:RAW_KEEP], currency="", customer_id="",
             click_id="", client_hash=raw.client_hash,
         ), []  # fmt: skip
@@ -90,7 +87,7 @@ def interpret_sale(
     # The edge's structural refusal comes first, then a cut value: a cut query or cookie
     # header could read as a different, valid call. What was parsed of it is still kept
     # (bounded), so ops see whose call it was.
-    problem = raw.problem or (TOO_LONG if raw.too_long else "") or problem
+    problem = raw.problem or (Reason.TOO_LONG if raw.too_long else "") or problem
     outcomes: ContextOutcomes = []
 
     def context(universe: str, click_id: str) -> ClickToken | None:

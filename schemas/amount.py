@@ -6,6 +6,8 @@ import re
 from decimal import Decimal
 from typing import Final
 
+from schemas.reasons import Reason
+
 MAX_DECIMALS: Final = 4
 # Decimal(18, 4) in ClickHouse holds 14 integer digits; a single sale above this is a typo.
 MAX_AMOUNT: Final = Decimal("1000000000")
@@ -18,7 +20,7 @@ _AMOUNT: Final = re.compile(r"([0-9]{1,14})(?:[.,]([0-9]{1,4}))?")
 class AmountError(ValueError):
     """Why an amount was refused; ``reason`` is a stable machine-readable code."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: Reason) -> None:
         super().__init__(reason)
         self.reason = reason
 
@@ -26,14 +28,14 @@ class AmountError(ValueError):
 def parse_amount(raw: str) -> Decimal:
     """``"12,50"`` -> ``Decimal("12.50")``; raise :class:`AmountError` for anything else."""
     if raw == "":
-        raise AmountError("amount_missing")
+        raise AmountError(Reason.AMOUNT_MISSING)
     match = _AMOUNT.fullmatch(raw)
     if match is None:
-        raise AmountError("amount_malformed")
+        raise AmountError(Reason.AMOUNT_MALFORMED)
     whole, fraction = match.groups()
     value = Decimal(f"{whole}.{fraction}" if fraction else whole)
     if value > MAX_AMOUNT:
-        raise AmountError("amount_too_large")
+        raise AmountError(Reason.AMOUNT_TOO_LARGE)
     return value
 
 

@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl
 
 from schemas.amount import MAX_AMOUNT, MAX_DECIMALS, AmountError, canonical, parse_amount
 from schemas.events import SaleCall, SaleSource
+from schemas.reasons import MESSAGES, Reason
 from schemas.signing import ClickToken, Link, SignatureError, read_token, safe_target
 from schemas.unicode import is_unicode
 
@@ -61,29 +62,19 @@ class Rules:
 DEFAULT_RULES: Final = Rules()
 
 
-def reason_message(reason: str, rules: Rules = DEFAULT_RULES) -> str:
+def reason_message(reason: str, rules: Rules = DEFAULT_RULES, *, name: str = "") -> str:
     """What a rejection reason means, in words an API client can act on (from the rules
-    themselves, so the words never disagree with the check)."""
-    messages = {
-        "universe_missing": "universe is required",
-        "universe_invalid": f"universe must match {rules.universe.pattern}",
-        "amount_missing": "amount is required",
-        "amount_malformed": (
-            f"amount must be digits with at most one . or , and up to {MAX_DECIMALS} decimals"
-        ),
-        "amount_too_large": f"amount must be at most {MAX_AMOUNT}",
-        "id_invalid": (
-            f"id must be 1-{rules.id_max_length} printable ASCII characters without spaces"
-        ),
-        "customer_invalid": (
-            f"customer must be 1-{rules.id_max_length} printable ASCII characters without spaces"
-        ),
-        "click_invalid": (
-            f"click must be at most {rules.click_id_max_length} printable ASCII characters"
-        ),
-        "currency_invalid": "currency must be a 3-letter ISO 4217 code",
-    }
-    return messages.get(reason, reason)
+    themselves, so the words never disagree with the check). ``name`` is the field a
+    reason's code does not carry (the repeated field of ``duplicate_field``)."""
+    parsed = Reason.parse(reason)
+    if parsed is None:
+        return reason
+    found, field = parsed
+    return MESSAGES[found].format(
+        name=name or field, universe_pattern=rules.universe.pattern,
+        id_max_length=rules.id_max_length, click_id_max_length=rules.click_id_max_length,
+        max_amount=MAX_AMOUNT, max_decimals=MAX_DECIMALS, max_query_fields=MAX_QUERY_FIELDS,
+    )  # fmt: skip
 
 
 CURRENCY: Final = re.compile(r"[A-Z]{3}")
@@ -113,10 +104,10 @@ def parse_query(query: str) -> tuple[dict[str, str], str]:
     since we could not know which value the merchant meant.
     """
     if query.count("&") >= MAX_QUERY_FIELDS:
-        return {}, "too_many_parameters"
+        return {}, Reason.TOO_MANY_PARAMETERS
     if not query.isascii() and not is_unicode(query):
         # Raw bytes that are not UTF-8 arrive surrogate-escaped; kept, they could not be encoded.
-        return {}, "invalid_utf8"
+        return {}, Reason.INVALID_UTF8
     if "%" not in query and "+" not in query:
         pairs = _split(query)
     else:
@@ -125,14 +116,14 @@ def parse_query(query: str) -> tuple[dict[str, str], str]:
                 query, keep_blank_values=True, errors="strict", max_num_fields=MAX_QUERY_FIELDS
             )
         except UnicodeDecodeError:
-            return {}, "invalid_utf8"
+            return {}, Reason.INVALID_UTF8
     values: dict[str, str] = {}
     problem = ""
     for name, value in pairs:
         if name not in _FIELDS:
             continue
         if name in values and values[name] != value and not problem:
-            problem = f"repeated_{name}"
+            problem = Reason.REPEATED.code(name)
         values.setdefault(name, value)
     return values, problem
 
@@ -261,17 +252,17 @@ def _first_problem(  # noqa: PLR0911 - one early return per rule reads best
     rules: Rules,
 ) -> str:
     if not universe:
-        return "universe_missing"
+        return Reason.UNIVERSE_MISSING
     if not rules.universe.fullmatch(universe):
-        return "universe_invalid"
+        return Reason.UNIVERSE_INVALID
     if transaction_id and not rules.opaque_id.fullmatch(transaction_id):
-        return "id_invalid"
+        return Reason.ID_INVALID
     if customer_id and not rules.opaque_id.fullmatch(customer_id):
-        return "customer_invalid"
+        return Reason.CUSTOMER_INVALID
     if click_id and not rules.click_id.fullmatch(click_id):
-        return "click_invalid"
+        return Reason.CLICK_INVALID
     if currency and not CURRENCY.fullmatch(currency):
-        return "currency_invalid"
+        return Reason.CURRENCY_INVALID
     return ""
 
 

@@ -3,19 +3,23 @@ generation, ``views.sql`` (the public surface) pointed at the live generation.
 
 Statements are templated with ``{database}`` and ``{generation}`` only; every other brace
 (the parameterized view's ``{universe:String}``, the ``{shard}``/``{replica}`` macros of
-cluster mode) is left as it is.
+cluster mode) is left as it is. The four rollups are described once each (:data:`ROLLUPS`):
+the statements ``{rollup_tables}`` and ``{rollup_views}`` of the files stand for the
+statements rendered from those descriptions.
 
 Cluster mode (a cluster name given) rewrites the same statements for one shard of N
 replicas: ``ON CLUSTER``, Replicated engines with a Keeper path per table and generation, and
 ``replicated_deduplication_window`` where a single server sets
 ``non_replicated_deduplication_window``. Without a cluster name the statements are exactly
-the files' text. See docs/cluster.md.
+the files' text (and the rollups' rendering). See docs/cluster.md.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from importlib import resources
+from typing import Final
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 # Cluster names come from the servers' remote_servers config, where hyphens are common; the
@@ -33,6 +37,101 @@ _MERGE_TREE = re.compile(
     r"^(?:Summing|Aggregating|Replacing|Collapsing|VersionedCollapsing)?MergeTree$"
 )
 _NON_REPLICATED_WINDOW = re.compile(r"\bnon_replicated_deduplication_window\b")
+
+
+@dataclass(frozen=True)
+class Column:
+    """A key column of a rollup, and how its materialized view computes it from a call
+    (``expression``; "" when it is the call's column of the same name)."""
+
+    name: str
+    type: str
+    expression: str = ""
+
+    @property
+    def selected(self) -> str:
+        return f"{self.expression} AS {self.name}" if self.expression else self.name
+
+
+@dataclass(frozen=True)
+class Rollup:
+    """Counted calls summed per universe and ``keys``: a SummingMergeTree table fed by a
+    materialized view of ``sales_calls``, and the public view that sums its parts again at
+    read time (so it is exact before any merge)."""
+
+    table: str
+    view: str
+    keys: tuple[Column, ...]
+    # Which counted calls it sums, beyond status = 'counted' ("" for all of them).
+    where: str = ""
+
+
+_UNIVERSE: Final = Column("universe", "LowCardinality(String)")
+_CAMPAIGN: Final = Column("campaign_id", "String")
+
+ROLLUPS: Final = (
+    Rollup("campaign_rollup", "campaign_turnover", (_CAMPAIGN,)),
+    Rollup(
+        "customer_rollup", "customer_turnover", (Column("customer_id", "String"),),
+        where="customer_id != ''",
+    ),
+    Rollup("link_rollup", "link_turnover", (_CAMPAIGN, Column("link_id", "String"))),
+    Rollup(
+        "campaign_daily_rollup", "campaign_turnover_daily",
+        (_CAMPAIGN, Column("day", "Date", "toDate(received_at, 'UTC')")),
+    ),
+)  # fmt: skip
+
+# Where a line of a rendered statement is wrapped (as the hand-written files were).
+_WIDTH: Final = 100
+
+
+def _select(columns: list[str]) -> str:
+    """``SELECT`` of ``columns``: one line when it fits, else the last column on its own."""
+    line = f"SELECT {', '.join(columns)}"
+    if len(line) <= _WIDTH:
+        return line
+    return f"SELECT {', '.join(columns[:-1])},\n       {columns[-1]}"
+
+
+def rollup_table_statements(rollup: Rollup) -> list[str]:
+    """The rollup's table and the materialized view feeding it, templated like the files."""
+    keys = [c.name for c in (_UNIVERSE, *rollup.keys)]
+    table = f"{{database}}.{rollup.table}_g{{generation}}"
+    columns = ", ".join(f"{c.name} {c.type}" for c in (_UNIVERSE, *rollup.keys))
+    where = "status = 'counted'" + (f" AND {rollup.where}" if rollup.where else "")
+    selected = [c.selected for c in (_UNIVERSE, *rollup.keys)]
+    sums = ["count() AS purchases", "sum(toDecimal128(amount, 4)) AS turnover"]
+    return [
+        f"CREATE TABLE IF NOT EXISTS {table}\n"
+        f"(\n    {columns},\n    purchases UInt64, turnover Decimal(38, 4)\n)\n"
+        "ENGINE = SummingMergeTree\n"
+        f"ORDER BY ({', '.join(keys)})\n"
+        "SETTINGS non_replicated_deduplication_window = 10000",
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {{database}}.{rollup.table}_mv_g{{generation}}\n"
+        f"TO {table} AS\n"
+        f"{_select(selected + sums)}\n"
+        f"FROM {{database}}.sales_calls_g{{generation}} WHERE {where}\n"
+        f"GROUP BY {', '.join(keys)}",
+    ]
+
+
+def rollup_view_statement(rollup: Rollup) -> str:
+    """The rollup's public view, templated like the files."""
+    keys = [c.name for c in (_UNIVERSE, *rollup.keys)]
+    sums = ["sum(purchases) AS purchases", "sum(turnover) AS turnover"]
+    return (
+        f"CREATE OR REPLACE VIEW {{database}}.{rollup.view} AS\n"
+        f"{_select(keys + sums)}\n"
+        f"FROM {{database}}.{rollup.table}_g{{generation}}\n"
+        f"GROUP BY {', '.join(keys)}"
+    )
+
+
+_RENDERED: Final = {
+    "{rollup_tables}": [sql for r in ROLLUPS for sql in rollup_table_statements(r)],
+    "{rollup_views}": [rollup_view_statement(r) for r in ROLLUPS],
+}
 
 
 def valid_database_name(name: str) -> bool:
@@ -84,9 +183,9 @@ def _load(name: str, database: str, generation: int, cluster: str = "") -> list[
     result = []
     for statement in code.split(";"):
         sql = statement.strip()
-        if sql:
+        for one in _RENDERED.get(sql, [sql] if sql else []):
             result.append(
-                sql.replace("{database}", database).replace("{generation}", str(generation))
+                one.replace("{database}", database).replace("{generation}", str(generation))
             )
     return [_on_cluster(sql, cluster) for sql in result] if cluster else result
 

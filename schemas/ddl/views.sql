@@ -19,25 +19,9 @@ CREATE OR REPLACE VIEW {database}.dead_letters AS
 SELECT kafka_topic, kafka_partition, kafka_offset, reason, payload, seen_at
 FROM {database}.dead_letters_g{generation};
 
-CREATE OR REPLACE VIEW {database}.campaign_turnover AS
-SELECT universe, campaign_id, sum(purchases) AS purchases, sum(turnover) AS turnover
-FROM {database}.campaign_rollup_g{generation}
-GROUP BY universe, campaign_id;
-
-CREATE OR REPLACE VIEW {database}.customer_turnover AS
-SELECT universe, customer_id, sum(purchases) AS purchases, sum(turnover) AS turnover
-FROM {database}.customer_rollup_g{generation}
-GROUP BY universe, customer_id;
-
-CREATE OR REPLACE VIEW {database}.link_turnover AS
-SELECT universe, campaign_id, link_id, sum(purchases) AS purchases, sum(turnover) AS turnover
-FROM {database}.link_rollup_g{generation}
-GROUP BY universe, campaign_id, link_id;
-
-CREATE OR REPLACE VIEW {database}.campaign_turnover_daily AS
-SELECT universe, campaign_id, day, sum(purchases) AS purchases, sum(turnover) AS turnover
-FROM {database}.campaign_daily_rollup_g{generation}
-GROUP BY universe, campaign_id, day;
+-- The rollups' views (campaign_turnover, customer_turnover, link_turnover,
+-- campaign_turnover_daily), rendered from ROLLUPS in __init__.py.
+{rollup_views};
 
 -- Segmentation by total purchase amount (bounds inclusive):
 --   SELECT * FROM tracker.customers_by_turnover(universe='u', min=100, max=1000)

@@ -2,13 +2,13 @@
 
 The local ClickHouse cannot run Replicated tables (no Keeper), so cluster statements are
 parsed by it (``formatQuery``), never executed; docs/cluster.md says what that leaves out.
-Single-server statements are also created for real, and must stay exactly the files' text.
+Single-server statements are also created for real, and must stay exactly what they were
+before cluster mode (tests/schemas/test_ddl.py holds them to a captured copy).
 """
 
 from __future__ import annotations
 
 import re
-from importlib import resources
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -54,17 +54,6 @@ def all_statements(database: str, cluster: str) -> list[str]:
     return statements
 
 
-def files_text(name: str, database: str, generation: int) -> list[str]:
-    """The statements of one file as the code before cluster mode rendered them."""
-    text = resources.files("schemas.ddl").joinpath(name).read_text(encoding="utf-8")
-    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
-    return [
-        sql.strip().replace("{database}", database).replace("{generation}", str(generation))
-        for sql in code.split(";")
-        if sql.strip()
-    ]
-
-
 def created_tables(database: str, generation: int) -> int:
     return sum(sql.startswith("CREATE TABLE") for sql in table_statements(database, generation))
 
@@ -86,21 +75,19 @@ def settings_of(formatted: str) -> dict[str, str]:
 # -- single server: unchanged -------------------------------------------------------------
 
 
-def test_without_a_cluster_the_statements_are_the_files_text() -> None:
+def test_without_a_cluster_the_statements_are_the_single_server_ones() -> None:
+    """The single-server statements themselves: tests/schemas/test_ddl.py."""
     settings = ProjectorSettings.from_env(SECRET)
     assert settings.clickhouse_cluster == ""
     cluster = settings.clickhouse_cluster
-    assert meta_statements(DATABASE, cluster) == [
-        f"CREATE DATABASE IF NOT EXISTS {DATABASE}",
-        *files_text("meta.sql", DATABASE, 0),
-    ]
+    assert meta_statements(DATABASE, cluster) == meta_statements(DATABASE)
+    assert meta_statements(DATABASE)[0] == f"CREATE DATABASE IF NOT EXISTS {DATABASE}"
     for generation in GENERATIONS:
-        tables = files_text("tables.sql", DATABASE, generation)
-        views = files_text("views.sql", DATABASE, generation)
+        tables = table_statements(DATABASE, generation)
         assert table_statements(DATABASE, generation, cluster) == tables
-        assert table_statements(DATABASE, generation) == tables
-        assert view_statements(DATABASE, generation, cluster) == views
-        assert view_statements(DATABASE, generation) == views
+        assert view_statements(DATABASE, generation, cluster) == view_statements(
+            DATABASE, generation
+        )
     assert (
         drop_statement(f"{DATABASE}.sales_g1") == f"DROP TABLE IF EXISTS {DATABASE}.sales_g1 SYNC"
     )
