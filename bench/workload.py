@@ -1,18 +1,16 @@
-"""The projector benchmark's log: a deterministic generator and its exact expected totals.
+"""Generated logs, for the benchmark and the tests, and the raw requests an edge publishes
+for them. Their exact expected totals are bench/oracle.py's.
 
-About 20% clicks and 80% sales calls, of which 10% repeat an earlier transaction; customers,
-campaigns and links as asked; two universes. A third of the sales carry a click context, a
-third name only a customer (attributed from stored clicks), a third are anonymous. The
-expected totals are computed here, independently of the projector.
+Two deterministic generators: :func:`generate`, the projector benchmark's large log, and
+:func:`mixed`, the tests' smaller one with every kind of call.
 """
 
 from __future__ import annotations
 
-import bisect
+import dataclasses
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from decimal import Decimal
+from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from schemas.events import Click, SaleCall
@@ -21,18 +19,55 @@ from schemas.rules import cookie_name
 from schemas.signing import ClickToken, Link, link_url, make_token
 
 DAY_MS = 86_400_000
-T0 = 1_767_225_600_000
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 WINDOW_MS = 30 * DAY_MS
+
+
+# -- events ----------------------------------------------------------------------------------
+
+
+def sale(
+    event_id: str,
+    transaction_id: str,
+    *,
+    amount: str = "10.00",
+    amount_raw: str | None = None,
+    universe: str = "demo",
+    customer_id: str = "",
+    at: int = T0,
+    source: str = "pixel",
+    status: str = "accepted",
+    reason: str = "",
+    currency: str = "",
+    context: tuple[str, str, str, int] | None = None,
+    click_id: str | None = None,
+) -> SaleCall:
+    """A sale call; ``context`` = (customer, campaign, link, clicked_at_ms) it carries."""
+    ctx_customer, campaign, link, clicked_at = context or ("", "", "", 0)
+    if context and click_id is None:
+        click_id = f"click-of-{event_id}"
+    return SaleCall(
+        event_id=event_id, received_at_ms=at, source=source, status=status,  # type: ignore[arg-type]
+        reason=reason, universe=universe, transaction_id=transaction_id, amount=amount,
+        amount_raw=amount if amount_raw is None else amount_raw, currency=currency,
+        customer_id=customer_id, click_id=click_id or "", campaign_id=campaign, link_id=link,
+        product="main" if context else "", click_customer_id=ctx_customer, clicked_at_ms=clicked_at,
+    )  # fmt: skip
+
+
+def click(
+    event_id: str, customer_id: str, campaign_id: str, link_id: str, *, at: int,
+    universe: str = "demo", product: str = "main",
+) -> Click:  # fmt: skip
+    return Click(
+        event_id=event_id, clicked_at_ms=at, universe=universe, customer_id=customer_id,
+        campaign_id=campaign_id, link_id=link_id, product=product,
+    )  # fmt: skip
+
+
+# -- the benchmark's log ---------------------------------------------------------------------
+
 UNIVERSES = ("bench_a", "bench_b")
-
-
-@dataclass
-class Totals:
-    calls: int = 0
-    counted: int = 0
-    turnover: Decimal = Decimal(0)
-    campaign: dict[tuple[str, str], list[object]] = field(default_factory=dict)
-    customers: int = 0
 
 
 @dataclass
@@ -48,19 +83,19 @@ class Workload:
 def generate(
     events: int, *, customers: int, campaigns: int = 50, links: int = 500, seed: int = 1
 ) -> Workload:
+    """About 20% clicks and 80% sales calls, of which 10% repeat an earlier transaction; two
+    universes. A third of the sales carry a click context, a third name only a customer
+    (attributed from stored clicks), a third are anonymous."""
     rng = random.Random(seed)
     per_campaign = max(1, links // campaigns)
     n_clicks = events // 5
     clicks = []
     for i in range(n_clicks):
         k = rng.randrange(campaigns)
-        clicks.append(
-            Click(
-                event_id=f"c{i}", clicked_at_ms=T0 + rng.randrange(20 * DAY_MS),
-                universe=UNIVERSES[i % 2], customer_id=f"u{rng.randrange(customers)}",
-                campaign_id=f"k{k}", link_id=f"k{k}-l{rng.randrange(per_campaign)}", product="main",
-            )
-        )  # fmt: skip
+        at = T0 + rng.randrange(20 * DAY_MS)
+        customer = f"u{rng.randrange(customers)}"
+        link = f"k{k}-l{rng.randrange(per_campaign)}"
+        clicks.append(click(f"c{i}", customer, f"k{k}", link, at=at, universe=UNIVERSES[i % 2]))
     calls: list[SaleCall] = []
     n_sales = events - n_clicks
     while len(calls) < n_sales:
@@ -68,76 +103,94 @@ def generate(
         if calls and rng.random() < 0.10:
             first = calls[rng.randrange(max(0, i - 1000), i)]
             if first.transaction_id:
-                calls.append(_copy(first, f"e{i}"))
+                calls.append(_repeat(first, f"e{i}"))
                 continue
         universe = UNIVERSES[i % 2]
         at = T0 + 15 * DAY_MS + rng.randrange(30 * DAY_MS)
         kind = rng.randrange(3)
         customer = f"u{rng.randrange(customers)}" if kind < 2 else ""
         k = rng.randrange(campaigns)
-        context = kind == 0
         amount = f"{rng.randrange(1, 100000)}.{rng.randrange(100):02d}"
+        context = None
+        if kind == 0:
+            link = f"k{k}-l{rng.randrange(per_campaign)}"
+            context = (customer, f"k{k}", link, at - rng.randrange(DAY_MS))
         calls.append(
-            SaleCall(
-                event_id=f"e{i}", received_at_ms=at, source="pixel", status="accepted", reason="",
-                universe=universe, transaction_id=f"t{i}", amount=amount,
-                amount_raw=amount, currency="EUR", customer_id=customer if not context else "",
-                click_id=f"ctx{i}" if context else "", campaign_id=f"k{k}" if context else "",
-                link_id=f"k{k}-l{rng.randrange(per_campaign)}" if context else "",
-                product="main" if context else "", click_customer_id=customer if context else "",
-                clicked_at_ms=at - rng.randrange(DAY_MS) if context else 0,
-            )
+            sale(f"e{i}", f"t{i}", amount=amount, universe=universe, at=at, currency="EUR",
+                 customer_id="" if context else customer, context=context,
+                 click_id=f"ctx{i}" if context else None)
         )  # fmt: skip
     return Workload(clicks, calls)
 
 
-def _copy(call: SaleCall, event_id: str) -> SaleCall:
-    from dataclasses import replace
-
-    return replace(call, event_id=event_id, received_at_ms=call.received_at_ms + 1000)
+def _repeat(call: SaleCall, event_id: str) -> SaleCall:
+    return dataclasses.replace(call, event_id=event_id, received_at_ms=call.received_at_ms + 1000)
 
 
-def expected(workload: Workload) -> Totals:
-    """Exact totals, with the projector's rules: first call wins, last qualifying click."""
-    by_customer: dict[tuple[str, str], list[tuple[int, str, str]]] = {}
-    for c in workload.clicks:
-        by_customer.setdefault((c.universe, c.customer_id), []).append(
-            (c.clicked_at_ms, c.event_id, c.campaign_id)
-        )
-    for touches in by_customer.values():
-        touches.sort()
-    totals = Totals(calls=len(workload.calls))
-    seen: set[tuple[str, str]] = set()
-    customers: set[tuple[str, str]] = set()
-    for call in workload.calls:
-        key = (call.universe, call.transaction_id)
-        if key in seen:
-            continue
-        seen.add(key)
-        totals.counted += 1
-        amount = Decimal(call.amount)
-        totals.turnover += amount
-        campaign = ""
-        if call.clicked_at_ms:
-            campaign = call.campaign_id
-        elif call.customer_id:
-            touches = by_customer.get((call.universe, call.customer_id), [])
-            i = bisect.bisect_right(touches, (call.received_at_ms, "\uffff", ""))
-            if i and call.received_at_ms - touches[i - 1][0] <= WINDOW_MS:
-                campaign = touches[i - 1][2]
-        customer = call.customer_id or call.click_customer_id
-        if customer:
-            customers.add((call.universe, customer))
-        entry = totals.campaign.setdefault((call.universe, campaign), [0, Decimal(0)])
-        entry[0] = int(str(entry[0])) + 1
-        entry[1] = Decimal(str(entry[1])) + amount
-    totals.customers = len(customers)
-    return totals
+# -- the tests' log ----------------------------------------------------------------------------
+
+
+def mixed(
+    *, seed: int, sales: int, customers: int = 200, campaigns: int = 5, links: int = 3
+) -> tuple[list[Click], list[SaleCall]]:
+    """Clicks and calls over two universes: duplicates, refreshes, rejects, no-id sales,
+    carried click contexts and customer-only sales. Calls of one transaction are in order."""
+    rng = random.Random(seed)
+    universes = ("shop_a", "shop_b")
+    clicks: list[Click] = []
+    for i in range(customers * 2):
+        u = rng.choice(universes)
+        k = f"k{rng.randrange(campaigns)}"
+        clicks.append(
+            click(f"c{i}", f"cust{rng.randrange(customers)}", k, f"{k}-l{rng.randrange(links)}",
+                  at=T0 + rng.randrange(20 * DAY_MS), universe=u)
+        )  # fmt: skip
+    calls: list[SaleCall] = []
+    for i in range(sales):
+        u = rng.choice(universes)
+        at = T0 + 15 * DAY_MS + rng.randrange(30 * DAY_MS)
+        amount = f"{rng.randrange(1, 50_000)}.{rng.randrange(100):02d}"
+        kind = rng.random()
+        tx = "" if kind < 0.05 else f"tx{i}"
+        customer = f"cust{rng.randrange(customers)}" if kind < 0.7 else ""
+        context = None
+        if 0.7 <= kind < 0.85:
+            k = f"k{rng.randrange(campaigns)}"
+            context = (f"cust{rng.randrange(customers)}", k, f"{k}-l{rng.randrange(links)}",
+                       at - rng.randrange(40 * DAY_MS))  # fmt: skip
+        call = sale(f"e{i}", tx, amount=amount, universe=u, customer_id=customer, at=at,
+                    context=context, amount_raw=amount.replace(".", ",") if i % 2 else amount)  # fmt: skip
+        calls.append(call)
+        if tx and rng.random() < 0.12:  # a refreshed page, or the same sale from the API
+            calls.append(
+                sale(f"e{i}-dup", tx, amount=amount, universe=u, customer_id=customer,
+                     at=at + 1000, source=rng.choice(("pixel", "api")))
+            )  # fmt: skip
+        if rng.random() < 0.03:
+            calls.append(sale(f"e{i}-bad", f"bad{i}", amount="", amount_raw="12.3.4",
+                              universe=u, status="rejected", reason="amount_malformed"))  # fmt: skip
+    return clicks, calls
 
 
 # -- what an edge publishes for these events (schema version 2) --------------------------------
 
 LANDING = "https://shop.example/landing?from=mail&q=caf%C3%A9"
+
+
+def as_published(calls: list[SaleCall], window_ms: int = WINDOW_MS) -> list[SaleCall]:
+    """``calls`` as an edge could have published them: a context it could not verify (clicked
+    outside the window) was never attached. Written apart from the projector's code."""
+    out = []
+    for call in calls:
+        age = call.received_at_ms - call.clicked_at_ms
+        verified = not call.clicked_at_ms or -300_000 <= age <= window_ms
+        out.append(
+            call if verified else dataclasses.replace(
+                call, click_id="", campaign_id="", link_id="", product="",
+                click_customer_id="", clicked_at_ms=0,
+            )
+        )  # fmt: skip
+    return out
 
 
 def as_raw(call: SaleCall, secret: str) -> SaleRequest:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import orjson
 
+from compose.environment import service_environment
 from compose.processes import (
     Service,
     StartError,
@@ -35,6 +36,7 @@ from compose.settings import ADMIN_GRPC_OFFSET, S3_INTERNAL_PORTS, StackSettings
 logger = logging.getLogger(__name__)
 
 S3_BUCKET = "tansu"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def tansu_binary() -> Path:
@@ -151,6 +153,49 @@ def s3_store(settings: StackSettings, data: Path, credentials: dict[str, str]) -
     )
 
 
+def broker(host: str, port: int, storage: str, env: Mapping[str, str] | None = None) -> Service:
+    """Tansu on ``host:port``, storing on ``storage``: ``s3://<bucket>/`` (the stack, with
+    the store's credentials in ``env``) or ``memory://tansu/`` (the benchmark)."""
+    url = f"tcp://{host}:{port}"
+    return Service(
+        name="kafka",
+        argv=[
+            str(tansu_binary()),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            storage,
+        ],
+        env=dict(env or {}),
+        health=tcp_check(host, port),
+        endpoint=f"{host}:{port}",
+    )
+
+
+def clickhouse(host: str, port: int, data_dir: Path) -> Service:
+    """ClickHouse from chdb-core, served over HTTP on ``host:port``."""
+    return Service(
+        name="clickhouse",
+        argv=[
+            sys.executable,
+            "-m",
+            "compose.clickhouse_server",
+            "--data-dir",
+            str(data_dir),
+            "--host",
+            host,
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        health=http_check(f"http://{host}:{port}/ping", "Ok."),
+        endpoint=f"http://{host}:{port}",
+    )
+
+
 def infrastructure(settings: StackSettings) -> list[Service]:
     """The broker (with its S3 store) and ClickHouse, unless real ones are configured."""
     data = settings.data_dir.resolve()
@@ -159,51 +204,16 @@ def infrastructure(settings: StackSettings) -> list[Service]:
     if settings.external_kafka is None:
         credentials = _s3_credentials(data)
         services.append(s3_store(settings, data, credentials))
-        url = f"tcp://{host}:{settings.kafka_port}"
-        services.append(
-            Service(
-                name="kafka",
-                argv=[
-                    str(tansu_binary()),
-                    "broker",
-                    "--listener-url",
-                    url,
-                    "--advertised-listener-url",
-                    url,
-                    "--storage-engine",
-                    f"s3://{S3_BUCKET}/",
-                ],
-                env={
-                    "AWS_ENDPOINT": f"http://{host}:{settings.s3_port}",
-                    "AWS_ALLOW_HTTP": "true",
-                    "AWS_ACCESS_KEY_ID": credentials["key"],
-                    "AWS_SECRET_ACCESS_KEY": credentials["secret"],
-                    "AWS_DEFAULT_REGION": "us-east-1",
-                },
-                health=tcp_check(host, settings.kafka_port),
-                endpoint=f"{host}:{settings.kafka_port}",
-            )
-        )
+        store = {
+            "AWS_ENDPOINT": f"http://{host}:{settings.s3_port}",
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_ACCESS_KEY_ID": credentials["key"],
+            "AWS_SECRET_ACCESS_KEY": credentials["secret"],
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        services.append(broker(host, settings.kafka_port, f"s3://{S3_BUCKET}/", store))
     if settings.external_clickhouse is None:
-        services.append(
-            Service(
-                name="clickhouse",
-                argv=[
-                    sys.executable,
-                    "-m",
-                    "compose.clickhouse_server",
-                    "--data-dir",
-                    str(data / "clickhouse"),
-                    "--host",
-                    host,
-                    "--port",
-                    str(settings.clickhouse_port),
-                ],
-                cwd=Path(__file__).resolve().parent.parent,
-                health=http_check(f"http://{host}:{settings.clickhouse_port}/ping", "Ok."),
-                endpoint=f"http://{host}:{settings.clickhouse_port}",
-            )
-        )
+        services.append(clickhouse(host, settings.clickhouse_port, data / "clickhouse"))
     return services
 
 
@@ -211,31 +221,30 @@ def applications(settings: StackSettings, extra_env: dict[str, str] | None = Non
     """The projector and the edge, wired to the stack's broker and ClickHouse."""
     host = settings.host
     data = settings.data_dir.resolve()
+    own_secrets = stack_edge_secrets(data, os.environ)
     env = {
-        **stack_edge_secrets(data, os.environ),
-        "TRACKER_EDGE_SPOOL_DIR": str(data / "spool"),
-        "TRACKER_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "TRACKER_CLICKHOUSE_URL": settings.clickhouse_url,
-        "TRACKER_EDGE_HOST": host,
-        "TRACKER_EDGE_PORT": str(settings.edge_port),
-        "TRACKER_PROJECTOR_HOST": host,
-        "TRACKER_PROJECTOR_PORT": str(settings.projector_port),
+        **service_environment(
+            bootstrap=settings.kafka_bootstrap,
+            clickhouse_url=settings.clickhouse_url,
+            local_broker=settings.external_kafka is None,
+            secret=own_secrets["TRACKER_SECRET"],
+            api_keys=own_secrets.get("TRACKER_API_KEYS", ""),
+            spool_dir=data / "spool",
+            edge_port=settings.edge_port,
+            projector_port=settings.projector_port,
+            host=host,
+        ),
         # The local broker (Tansu) holds a new group's first join for half the session
         # timeout: 3 s makes the projector consume 2 s after it starts instead of 5 s.
-        **(
-            {}
-            if settings.external_kafka
-            else {"TRACKER_KAFKA_IDEMPOTENCE": "false", "TRACKER_KAFKA_SESSION_TIMEOUT_MS": "3000"}
-        ),
+        **({} if settings.external_kafka else {"TRACKER_KAFKA_SESSION_TIMEOUT_MS": "3000"}),
         **(extra_env or {}),
     }
-    root = Path(__file__).resolve().parent.parent
     return [
         Service(
             name="projector",
             argv=[sys.executable, "-m", "projector"],
             env=env,
-            cwd=root,
+            cwd=ROOT,
             health=http_check(f"http://{host}:{settings.projector_port}/healthz"),
             endpoint=f"http://{host}:{settings.projector_port}/metrics",
         ),
@@ -243,7 +252,7 @@ def applications(settings: StackSettings, extra_env: dict[str, str] | None = Non
             name="edge",
             argv=[sys.executable, "-m", "ingest", "--workers", str(settings.edge_workers)],
             env=env,
-            cwd=root,
+            cwd=ROOT,
             health=http_check(f"http://{host}:{settings.edge_port}/healthz"),
             endpoint=f"http://{host}:{settings.edge_port}",
         ),

@@ -21,6 +21,7 @@ import orjson
 import pytest
 from clickhouse_connect.driver.asyncclient import AsyncClient
 
+from compose.environment import service_environment
 from compose.processes import free_port
 from compose.settings import StackSettings
 from compose.stack import Stack, free_ports_env, infrastructure
@@ -88,17 +89,17 @@ TEST_API_KEY = "test-key-0123456789abcdef0123"
 @pytest.fixture
 def service_env(services: Services, isolation: str, tmp_path: Path) -> dict[str, str]:
     return {
-        "TRACKER_SECRET": "test-secret-" + "x" * 32,
-        "TRACKER_API_KEYS": f"demo:{TEST_API_KEY},shop_b:other-key-0123456789abcdef01",
-        "TRACKER_EDGE_SPOOL_DIR": str(tmp_path / "spool"),
-        "TRACKER_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
-        "TRACKER_KAFKA_IDEMPOTENCE": "false" if services.local_kafka else "true",
-        "TRACKER_CLICKHOUSE_URL": services.clickhouse_url,
-        "TRACKER_CLICKHOUSE_DATABASE": isolation,
-        "TRACKER_TOPIC_PREFIX": f"{isolation}.",
-        "TRACKER_PROJECTOR_GROUP": f"{isolation}-projector",
-        "TRACKER_EDGE_PORT": str(free_port()),
-        "TRACKER_PROJECTOR_PORT": str(free_port()),
+        **service_environment(
+            bootstrap=services.kafka_bootstrap,
+            clickhouse_url=services.clickhouse_url,
+            local_broker=services.local_kafka,
+            secret="test-secret-" + "x" * 32,
+            api_keys=f"demo:{TEST_API_KEY},shop_b:other-key-0123456789abcdef01",
+            spool_dir=tmp_path / "spool",
+            edge_port=free_port(),
+            projector_port=free_port(),
+            isolation=isolation,
+        ),
         "TRACKER_PROJECTOR_FLUSH_INTERVAL_MS": "200",
         "TRACKER_KAFKA_LINGER_MS": "2",
     }
