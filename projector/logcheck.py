@@ -87,6 +87,7 @@ class LogCheck:
             self._resumed_at_ms.pop(tp, None)
             self.unverified.discard(tp)
             self.refused.pop(tp, None)
+            self._metrics.forget_lag(tp)
 
     def generation_moved(self) -> None:
         """A new generation's tables end elsewhere: rewinds made for the old ones are void."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Protocol
 
 from prometheus_client import (
@@ -114,3 +115,9 @@ class ProjectorMetrics:
 
     def set_lag(self, tp: _Partition, behind: int) -> None:
         self.lag.labels(tp.topic, str(tp.partition)).set(max(0, behind))
+
+    def forget_lag(self, tp: _Partition) -> None:
+        """A partition that moved to another instance: its last lag here would go stale (and
+        could keep a lag alert firing on the instance that no longer reads it)."""
+        with contextlib.suppress(KeyError):
+            self.lag.remove(tp.topic, str(tp.partition))
