@@ -1,6 +1,7 @@
 """The expected totals of a log: every public table re-derived from the events with plain
 loops, written apart from the projector's code, so an exact match means the projector is
-right, not just self-consistent. The benchmark and the tests compare with it."""
+right, not just self-consistent. The benchmark and the tests compare with it. Every total is
+per currency (the call's, '' when it named none): amounts of two currencies never add up."""
 
 from __future__ import annotations
 
@@ -19,13 +20,16 @@ from schemas.events import Click, SaleCall
 class Expected:
     sales: int = 0
     calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    campaign: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
-    customer: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
-    link: dict[tuple[str, str, str], list[Any]] = field(default_factory=dict)
-    daily: dict[tuple[str, str, str], list[Any]] = field(default_factory=dict)
+    # Keys end with the currency: (universe, campaign, currency), (universe, customer,
+    # currency), (universe, campaign, link, currency), (universe, campaign, day, currency).
+    campaign: dict[tuple[str, str, str], list[Any]] = field(default_factory=dict)
+    customer: dict[tuple[str, str, str], list[Any]] = field(default_factory=dict)
+    link: dict[tuple[str, str, str, str], list[Any]] = field(default_factory=dict)
+    daily: dict[tuple[str, str, str, str], list[Any]] = field(default_factory=dict)
 
     @property
     def turnover(self) -> Decimal:
+        """The sum of every amount whatever its currency: a checksum, not a turnover."""
         return sum((turnover for _, turnover in self.campaign.values()), Decimal(0))
 
 
@@ -79,9 +83,10 @@ def oracle(clicks: list[Click], calls: list[SaleCall], window_ms: int = WINDOW_M
                 _, _, campaign, link = listed[i - 1]
         amount = Decimal(call.amount)
         day = datetime.fromtimestamp(call.received_at_ms / 1000, tz=UTC).date().isoformat()
-        _add(out.campaign, (call.universe, campaign), amount)
-        _add(out.link, (call.universe, campaign, link), amount)
-        _add(out.daily, (call.universe, campaign, day), amount)
+        currency = call.currency
+        _add(out.campaign, (call.universe, campaign, currency), amount)
+        _add(out.link, (call.universe, campaign, link, currency), amount)
+        _add(out.daily, (call.universe, campaign, day, currency), amount)
         if customer:
-            _add(out.customer, (call.universe, customer), amount)
+            _add(out.customer, (call.universe, customer, currency), amount)
     return out

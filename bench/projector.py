@@ -125,9 +125,10 @@ def check_totals(clickhouse: str, database: str, workload: Workload) -> bool:
     client = clickhouse_connect.get_client(dsn=clickhouse)
     try:
         got_campaign = {
-            (u, k): [int(p), Decimal(t)]
-            for u, k, p, t in client.query(
-                f"SELECT universe, campaign_id, purchases, turnover FROM {database}.campaign_turnover"
+            (u, k, cur): [int(p), Decimal(t)]
+            for u, k, cur, p, t in client.query(
+                "SELECT universe, campaign_id, currency, purchases, turnover "
+                f"FROM {database}.campaign_turnover"
             ).result_rows
         }
         counted = client.query(f"SELECT count(), sum(amount) FROM {database}.sales").result_rows[0]

@@ -21,6 +21,8 @@ from schemas.signing import ClickToken, Link, link_url, make_token
 DAY_MS = 86_400_000
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 WINDOW_MS = 30 * DAY_MS
+# What generated sales are paid in, by turns: '' is a call that named no currency.
+CURRENCIES = ("EUR", "USD", "")
 
 
 # -- events ----------------------------------------------------------------------------------
@@ -85,7 +87,7 @@ def generate(
 ) -> Workload:
     """About 20% clicks and 80% sales calls, of which 10% repeat an earlier transaction; two
     universes. A third of the sales carry a click context, a third name only a customer
-    (attributed from stored clicks), a third are anonymous."""
+    (attributed from stored clicks), a third are anonymous. Currencies take turns."""
     rng = random.Random(seed)
     per_campaign = max(1, links // campaigns)
     n_clicks = events // 5
@@ -116,7 +118,8 @@ def generate(
             link = f"k{k}-l{rng.randrange(per_campaign)}"
             context = (customer, f"k{k}", link, at - rng.randrange(DAY_MS))
         calls.append(
-            sale(f"e{i}", f"t{i}", amount=amount, universe=universe, at=at, currency="EUR",
+            sale(f"e{i}", f"t{i}", amount=amount, universe=universe, at=at,
+                 currency=CURRENCIES[i % len(CURRENCIES)],
                  customer_id="" if context else customer, context=context,
                  click_id=f"ctx{i}" if context else None)
         )  # fmt: skip
@@ -131,10 +134,15 @@ def _repeat(call: SaleCall, event_id: str) -> SaleCall:
 
 
 def mixed(
-    *, seed: int, sales: int, customers: int = 200, campaigns: int = 5, links: int = 3
-) -> tuple[list[Click], list[SaleCall]]:
+    *, seed: int, sales: int, customers: int = 200, campaigns: int = 5, links: int = 3,
+    currencies: tuple[str, ...] = CURRENCIES,
+) -> tuple[list[Click], list[SaleCall]]:  # fmt: skip
     """Clicks and calls over two universes: duplicates, refreshes, rejects, no-id sales,
-    carried click contexts and customer-only sales. Calls of one transaction are in order."""
+    carried click contexts and customer-only sales. Calls of one transaction are in order.
+
+    Sales take ``currencies`` by turns, so a customer or campaign pays in several. The turns
+    draw nothing from the seeded generator: with ``currencies=("",)`` a seed gives the very
+    log it gave before currencies (tests/fixtures/make_v1_log.py relies on it)."""
     rng = random.Random(seed)
     universes = ("shop_a", "shop_b")
     clicks: list[Click] = []
@@ -158,13 +166,15 @@ def mixed(
             k = f"k{rng.randrange(campaigns)}"
             context = (f"cust{rng.randrange(customers)}", k, f"{k}-l{rng.randrange(links)}",
                        at - rng.randrange(40 * DAY_MS))  # fmt: skip
+        currency = currencies[i % len(currencies)]
         call = sale(f"e{i}", tx, amount=amount, universe=u, customer_id=customer, at=at,
-                    context=context, amount_raw=amount.replace(".", ",") if i % 2 else amount)  # fmt: skip
+                    context=context, amount_raw=amount.replace(".", ",") if i % 2 else amount,
+                    currency=currency)  # fmt: skip
         calls.append(call)
         if tx and rng.random() < 0.12:  # a refreshed page, or the same sale from the API
             calls.append(
                 sale(f"e{i}-dup", tx, amount=amount, universe=u, customer_id=customer,
-                     at=at + 1000, source=rng.choice(("pixel", "api")))
+                     at=at + 1000, source=rng.choice(("pixel", "api")), currency=currency)
             )  # fmt: skip
         if rng.random() < 0.03:
             calls.append(sale(f"e{i}-bad", f"bad{i}", amount="", amount_raw="12.3.4",

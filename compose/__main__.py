@@ -137,7 +137,7 @@ def _print_try_it(settings: StackSettings) -> None:
     print(f"  # (universe {universe}; the key: {api_key})")
     print(f"  curl -s -H 'Authorization: Bearer {api_key}' -d '{sale}' {edge}/v1/sales")
     print("  # a second later, in ClickHouse")
-    query = "SELECT+campaign_id,purchases,turnover+FROM+tracker.campaign_turnover"
+    query = "SELECT+campaign_id,currency,purchases,turnover+FROM+tracker.campaign_turnover"
     print(f"  curl '{settings.clickhouse_url}/?query={query}+FORMAT+PrettyCompact'")
     print("  # the README's SQL examples (alice, bob, carol): `make demo`, then its queries")
 

@@ -32,15 +32,16 @@ CLICKS = (("alice", "spring", "hero"), ("bob", "spring", "footer"), ("carol", "s
 TRANSACTIONS = ("o-1", "o-2", "o-3", "o-4", "o-5", "o-6")
 # The README's queries, in its order.
 QUERIES = (
-    "SELECT campaign_id, purchases, turnover FROM tracker.campaign_turnover\n"
+    "SELECT campaign_id, currency, purchases, turnover FROM tracker.campaign_turnover\n"
     "WHERE universe = 'demo' ORDER BY turnover DESC",
-    "SELECT campaign_id, link_id, purchases, turnover FROM tracker.link_turnover\n"
+    "SELECT campaign_id, link_id, currency, purchases, turnover FROM tracker.link_turnover\n"
     "WHERE universe = 'demo' ORDER BY campaign_id, link_id",
-    "SELECT customer_id, purchases, turnover FROM tracker.customer_turnover\n"
+    "SELECT customer_id, currency, purchases, turnover FROM tracker.customer_turnover\n"
     "WHERE universe = 'demo' ORDER BY customer_id",
-    "SELECT * FROM tracker.customers_by_turnover(universe='demo', min=100, max=1000)",
+    "SELECT * FROM tracker.customers_by_turnover(universe='demo', currency='EUR', min=100,"
+    " max=1000)",
     "SELECT day, purchases, turnover FROM tracker.campaign_turnover_daily\n"
-    "WHERE campaign_id = 'spring' ORDER BY day",
+    "WHERE campaign_id = 'spring' AND currency = 'EUR' ORDER BY day",
     "SELECT status, count() FROM tracker.sales_calls GROUP BY status ORDER BY status",
 )
 
@@ -180,14 +181,16 @@ def load(target: Target, *, timeout: float = 60.0) -> None:
         str(len(customers)), "the three clicks", timeout,
     )  # fmt: skip
     u = f"universe={UNIVERSE}"
+    eur = f"{u}&currency=EUR"
     alice = visits["alice"].cookie
-    pixel(target, f"{u}&amount=120.00&id=o-1", cookie=alice)  # alice's order...
-    pixel(target, f"{u}&amount=120.00&id=o-1", cookie=alice)  # ...page refreshed: a duplicate
-    pixel(target, f"{u}&amount=80.50&id=o-2", cookie=alice)
+    pixel(target, f"{eur}&amount=120.00&id=o-1", cookie=alice)  # alice's order...
+    pixel(target, f"{eur}&amount=120.00&id=o-1", cookie=alice)  # ...page refreshed: a duplicate
+    pixel(target, f"{eur}&amount=80.50&id=o-2", cookie=alice)
     # bob's merchant page cannot rely on third-party cookies: it passes the click id on.
-    pixel(target, f"{u}&amount=1500&id=o-3&click={urllib.parse.quote(visits['bob'].click)}")
-    api_sale(target, {"amount": "40", "id": "o-4", "customer": "carol"})
-    pixel(target, f"{u}&amount=9.99&id=o-5")  # an anonymous visitor
+    pixel(target, f"{eur}&amount=1500&id=o-3&click={urllib.parse.quote(visits['bob'].click)}")
+    api_sale(target, {"amount": "40", "id": "o-4", "customer": "carol", "currency": "EUR"})
+    # An anonymous visitor paying in dollars: a row of its own, never added to the euros.
+    pixel(target, f"{u}&currency=USD&amount=9.99&id=o-5")
     pixel(target, f"{u}&amount=1.000,00&id=o-6")  # ambiguous: rejected as amount_malformed
     # Each view is filled by the same insert as sales_calls, a few ms after it: wait for all.
     story = f"universe = '{UNIVERSE}' AND transaction_id IN {_in(TRANSACTIONS)}"

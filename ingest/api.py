@@ -215,7 +215,7 @@ async def _report_sales(request: web.Request) -> web.Response:  # noqa: PLR0911 
             problem=problem, client_hash=hashed,
         )  # fmt: skip
         key = kafka_key(values.get("universe", universe), values.get("id") or event_id)
-        app[PUBLISHER].publish(settings.topics.sales, key, encode_raw(raw))
+        app[PUBLISHER].publish(settings.kafka.topics.sales, key, encode_raw(raw))
         if call.status == "accepted":
             accepted += 1
             results.append({"index": index, "status": "accepted", "event_id": call.event_id})

@@ -30,7 +30,7 @@ class Backlog:
         self._queue: deque[Message] = deque()
         # Taken from the queue, not yet acknowledged: spooled again if the task fails.
         self._in_flight: list[Message] = []
-        self._topics = frozenset(settings.topics.all())
+        self._topics = frozenset(settings.kafka.topics.all())
         self._spool = Spool(
             spool_dir, max_bytes=settings.spool_max_bytes, on_damage=self._count_damage
         )

@@ -20,7 +20,7 @@ from ingest.privacy import request_client_hash
 from ingest.state import METRICS, PUBLISHER, SETTINGS
 from schemas.raw import QUERY_MAX, ClickRequest, encode_raw, kafka_key
 from schemas.rules import cookie_name, parse_link
-from schemas.signing import ClickToken, SignatureError, make_token, verify_link
+from schemas.signing import SignatureError, make_token, verify_link
 
 CLICK_PARAMETER: Final = "trk_click"
 
@@ -82,14 +82,10 @@ def _follow_link(request: web.Request) -> web.Response:
         client_hash=request_client_hash(request, settings),
     )  # fmt: skip
     key = kafka_key(link.universe, link.customer_id)  # one customer's clicks in order
-    app[PUBLISHER].publish(settings.topics.clicks, key, encode_raw(event))
+    app[PUBLISHER].publish(settings.kafka.topics.clicks, key, encode_raw(event))
     metrics.clicks.labels("redirected").inc()
 
-    token = make_token(
-        settings.secret,
-        ClickToken(link.universe, link.customer_id, link.campaign_id, link.link_id,
-                   link.product, now_ms, click_id),
-    )  # fmt: skip
+    token = make_token(settings.secret, link.click(now_ms, click_id))
     response = web.Response(
         status=302,
         headers={"Location": landing_url(link.target, token), "Cache-Control": "no-store"},

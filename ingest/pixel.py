@@ -79,7 +79,9 @@ def _publish_call(request: web.Request) -> None:
         query=query[:QUERY_MAX], cookies=cookies[:COOKIES_MAX], too_long=too_long,
         client_hash=request_client_hash(request, settings),
     )  # fmt: skip
-    app[PUBLISHER].publish(settings.topics.sales, key_of(call.query, event_id), encode_raw(call))
+    app[PUBLISHER].publish(
+        settings.kafka.topics.sales, key_of(call.query, event_id), encode_raw(call)
+    )
     app[METRICS].sales_published.inc()
 
 
@@ -96,5 +98,5 @@ def publish_malformed_call(app: web.Application, request_line: bytes) -> None:
         query=request_line.decode("ascii", "backslashreplace")[:QUERY_MAX],
         problem=Reason.MALFORMED_REQUEST,
     )  # fmt: skip
-    app[PUBLISHER].publish(settings.topics.sales, kafka_key("", event_id), encode_raw(call))
+    app[PUBLISHER].publish(settings.kafka.topics.sales, kafka_key("", event_id), encode_raw(call))
     app[METRICS].sales_published.inc()

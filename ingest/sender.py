@@ -85,18 +85,18 @@ class Sender(Backlog):
         # edge stopped right after a failed first attempt left its spool unsent).
         while not (self._closing and not self._queue and self._spool.empty()):
             producer = AIOKafkaProducer(
-                bootstrap_servers=list(s.kafka_bootstrap),
+                bootstrap_servers=list(s.kafka.bootstrap),
                 acks="all",
-                enable_idempotence=s.kafka_idempotence,
-                compression_type=s.kafka_compression,
-                linger_ms=s.kafka_linger_ms,
-                max_batch_size=s.kafka_batch_bytes,
+                enable_idempotence=s.kafka.idempotence,
+                compression_type=s.producer_compression,
+                linger_ms=s.producer_linger_ms,
+                max_batch_size=s.producer_batch_bytes,
                 request_timeout_ms=10_000,
             )
             try:
                 # Bounded, so that one hung attempt cannot hold the publisher forever.
                 await asyncio.wait_for(self._start(producer), timeout=CONNECT_TIMEOUT_S)
-                logger.info("connected to Kafka at %s", ",".join(s.kafka_bootstrap))
+                logger.info("connected to Kafka at %s", ",".join(s.kafka.bootstrap))
                 return producer
             except (KafkaError, OSError, TimeoutError) as e:
                 await producer.stop()
@@ -112,10 +112,10 @@ class Sender(Backlog):
     async def _start(self, producer: AIOKafkaProducer) -> None:
         s = self._settings
         await ensure_topics(
-            s.kafka_bootstrap,
-            s.topics,
-            partitions=s.kafka_partitions,
-            replication=s.kafka_replication,
+            s.kafka.bootstrap,
+            s.kafka.topics,
+            partitions=s.kafka.partitions,
+            replication=s.kafka.replication,
         )
         await producer.start()
 
@@ -131,7 +131,7 @@ class Sender(Backlog):
         self._restarting = False  # (re)started and connected: the broker state says the rest
         backoff = 0.2
         loop = asyncio.get_running_loop()
-        linger_s = self._settings.kafka_linger_ms / 1000
+        linger_s = self._settings.producer_linger_ms / 1000
         send_after = 0.0
         while True:
             if self._queue:

@@ -9,8 +9,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from schemas.environ import ConfigError, Environ
+from schemas.kafka_settings import KafkaSettings
 from schemas.rules import DEFAULT_RULES
-from schemas.topics import Topics
 
 API_KEY_MIN_LENGTH = 24
 
@@ -40,14 +40,12 @@ class EdgeSettings:
     host: str
     port: int
     public_url: str
-    kafka_bootstrap: tuple[str, ...]
-    topics: Topics
-    kafka_partitions: int
-    kafka_replication: int
-    kafka_idempotence: bool
-    kafka_compression: str | None
-    kafka_linger_ms: int
-    kafka_batch_bytes: int
+    kafka: KafkaSettings
+    # The edge's producer tuning (TRACKER_KAFKA_*): the projector's producer sends only
+    # dead letters, so these stay here rather than in the shared KafkaSettings.
+    producer_compression: str | None
+    producer_linger_ms: int
+    producer_batch_bytes: int
     queue_max: int
     drain_timeout_s: int
     spool_dir: Path
@@ -74,14 +72,10 @@ class EdgeSettings:
             host=env.text("TRACKER_EDGE_HOST", "127.0.0.1"),
             port=port,
             public_url=public_url.rstrip("/"),
-            kafka_bootstrap=env.bootstrap("TRACKER_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
-            topics=Topics(env.text("TRACKER_TOPIC_PREFIX", "tracker.")),
-            kafka_partitions=env.integer("TRACKER_KAFKA_PARTITIONS", 4, minimum=1),
-            kafka_replication=env.integer("TRACKER_KAFKA_REPLICATION", 1, minimum=1),
-            kafka_idempotence=env.flag("TRACKER_KAFKA_IDEMPOTENCE", True),
-            kafka_compression=None if compression == "none" else compression,
-            kafka_linger_ms=env.integer("TRACKER_KAFKA_LINGER_MS", 10, maximum=10_000),
-            kafka_batch_bytes=env.integer("TRACKER_KAFKA_BATCH_BYTES", 512 * 1024, minimum=1024),
+            kafka=KafkaSettings.from_env(env),
+            producer_compression=None if compression == "none" else compression,
+            producer_linger_ms=env.integer("TRACKER_KAFKA_LINGER_MS", 10, maximum=10_000),
+            producer_batch_bytes=env.integer("TRACKER_KAFKA_BATCH_BYTES", 512 * 1024, minimum=1024),
             queue_max=env.integer("TRACKER_EDGE_QUEUE_MAX", 100_000, minimum=1),
             drain_timeout_s=env.integer("TRACKER_EDGE_DRAIN_TIMEOUT_S", 30, minimum=1),
             spool_dir=Path(env.text("TRACKER_EDGE_SPOOL_DIR", ".data/spool")),

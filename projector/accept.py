@@ -50,13 +50,13 @@ async def accept_log(
 ) -> list[Accepted]:
     """Accept the log of ``topic[partition]`` (or, with neither, of every partition whose log
     went backwards) from ``from_offset`` (default: its earliest offset)."""
-    projected = (settings.topics.clicks, settings.topics.sales)
+    projected = (settings.kafka.topics.clicks, settings.kafka.topics.sales)
     if topic is not None and topic not in projected:
         raise AcceptError(f"unknown topic {topic!r}: the projector reads {' and '.join(projected)}")
     store = await Store.connect(
         settings.clickhouse_url, settings.clickhouse_database, cluster=settings.clickhouse_cluster
     )
-    probe = LogProbe(settings.kafka_bootstrap)
+    probe = LogProbe(settings.kafka.bootstrap)
     try:
         generation = await store.prepare()
         await probe.start()

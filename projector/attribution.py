@@ -13,22 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from schemas.events import SaleCall
+from schemas.events import ClickContext, SaleCall
 
 DAY_MS: Final = 86_400_000
-
-
-@dataclass(frozen=True, slots=True)
-class Touch:
-    """One click that may attribute a sale."""
-
-    universe: str
-    customer_id: str
-    campaign_id: str
-    link_id: str
-    product: str
-    clicked_at_ms: int
-    event_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,50 +32,36 @@ def customer_of(call: SaleCall) -> str:
     return call.customer_id or call.click_customer_id
 
 
-def qualifies(touch: Touch, universe: str, sold_at_ms: int, window_ms: int) -> bool:
+def qualifies(click: ClickContext, universe: str, sold_at_ms: int, window_ms: int) -> bool:
     return (
-        touch.universe == universe
-        and touch.clicked_at_ms <= sold_at_ms
-        and sold_at_ms - touch.clicked_at_ms <= window_ms
+        click.universe == universe
+        and click.clicked_at_ms <= sold_at_ms
+        and sold_at_ms - click.clicked_at_ms <= window_ms
     )
 
 
-def carried_touch(call: SaleCall) -> Touch | None:
-    if call.clicked_at_ms <= 0 or not call.campaign_id:
-        return None
-    return Touch(
-        universe=call.universe,
-        customer_id=call.click_customer_id,
-        campaign_id=call.campaign_id,
-        link_id=call.link_id,
-        product=call.product,
-        clicked_at_ms=call.clicked_at_ms,
-        event_id=call.click_id,
-    )
-
-
-def qualifying_carried(call: SaleCall, window_ms: int) -> Touch | None:
+def qualifying_carried(call: SaleCall, window_ms: int) -> ClickContext | None:
     """The click the sale carries, if it may attribute it; else stored clicks are needed."""
-    carried = carried_touch(call)
+    carried = call.carried_click()
     if carried is not None and qualifies(carried, call.universe, call.received_at_ms, window_ms):
         return carried
     return None
 
 
-def attribute(call: SaleCall, known_clicks: Iterable[Touch], window_ms: int) -> Attribution:
+def attribute(call: SaleCall, known_clicks: Iterable[ClickContext], window_ms: int) -> Attribution:
     """Attribute one sale; ``known_clicks`` are the stored clicks of its customer."""
     customer = customer_of(call)
     sold_at = call.received_at_ms
     best = qualifying_carried(call, window_ms)
     if best is None:
         candidates = [
-            touch
-            for touch in known_clicks
+            click
+            for click in known_clicks
             if customer
-            and touch.customer_id == customer
-            and qualifies(touch, call.universe, sold_at, window_ms)
+            and click.customer_id == customer
+            and qualifies(click, call.universe, sold_at, window_ms)
         ]
-        best = max(candidates, key=lambda t: (t.clicked_at_ms, t.event_id), default=None)
+        best = max(candidates, key=lambda c: (c.clicked_at_ms, c.click_id), default=None)
     if best is None:
         return Attribution(customer_id=customer)
     return Attribution(

@@ -73,7 +73,7 @@ def decode(batch: Batch, epochs: Mapping[TopicPartition, int], s: ProjectorSetti
         spans={tp: (records[0].offset, records[-1].offset) for tp, records in batch.items()},
         clicks=[], calls=[], failures=[], contexts=[],
     )  # fmt: skip
-    sales_topic = s.topics.sales
+    sales_topic = s.kafka.topics.sales
     for tp, records in batch.items():
         sales = tp.topic == sales_topic
         epoch = epochs.get(tp, 0)

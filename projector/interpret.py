@@ -15,7 +15,14 @@ from typing import Any
 import msgspec
 import orjson
 
-from schemas.events import Click, EventDecodeError, SaleCall, decode_click, decode_sale
+from schemas.events import (
+    Click,
+    ClickContext,
+    EventDecodeError,
+    SaleCall,
+    decode_click,
+    decode_sale,
+)
 from schemas.raw import (
     RAW_SCHEMA_VERSION,
     ClickRequest,
@@ -33,7 +40,7 @@ from schemas.rules import (
     resolve_context,
     sale_call_from_values,
 )
-from schemas.signing import ClickToken, SignatureError, verify_link
+from schemas.signing import SignatureError, verify_link
 
 ContextOutcomes = list[tuple[str, str]]
 
@@ -90,7 +97,7 @@ def interpret_sale(
     problem = raw.problem or (Reason.TOO_LONG if raw.too_long else "") or problem
     outcomes: ContextOutcomes = []
 
-    def context(universe: str, click_id: str) -> ClickToken | None:
+    def context(universe: str, click_id: str) -> ClickContext | None:
         # The API has no cookie: its context is the click id alone, as at the edge.
         cookie = "" if raw.source == "api" else cookie_value(raw.cookies, cookie_name(universe))
         click, seen = resolve_context(
@@ -114,11 +121,7 @@ def interpret_click(raw: ClickRequest, *, secret: str, rules: Rules) -> Click:
         verify_link(secret, link, signature)
     except SignatureError as e:
         raise ClickRefused(e.reason) from None
-    return Click(
-        event_id=raw.event_id, clicked_at_ms=raw.clicked_at_ms, universe=link.universe,
-        customer_id=link.customer_id, campaign_id=link.campaign_id, link_id=link.link_id,
-        product=link.product, client_hash=raw.client_hash,
-    )  # fmt: skip
+    return Click.of(link.click(raw.clicked_at_ms, raw.event_id), client_hash=raw.client_hash)
 
 
 def read_sale(

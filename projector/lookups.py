@@ -8,14 +8,14 @@ from collections.abc import Iterable
 
 from aiokafka import TopicPartition
 
-from projector.attribution import Touch, customer_of, qualifying_carried
+from projector.attribution import customer_of, qualifying_carried
 from projector.decode import Events
 from projector.dedupe import CountedCache, DedupeKey, dedupe_key
 from projector.positions import Stored
 from projector.project import Facts
 from projector.retry import Retrying
 from projector.store import Store
-from schemas.events import SaleCall
+from schemas.events import ClickContext, SaleCall
 
 
 class Lookups:
@@ -32,12 +32,12 @@ class Lookups:
         calls = [call for call, _ in events.calls]
         # The three look-ups do not depend on each other: one concurrent round trip. The
         # last two may cover records the plan then skips; extra answers are facts all the same.
-        positions, counted, touches = await asyncio.gather(
+        positions, counted, clicks = await asyncio.gather(
             self.positions(generation, events.spans),
             self._counted(generation, calls),
-            self._stored_touches(generation, calls),
+            self._stored_clicks(generation, calls),
         )
-        return Facts(generation, positions, counted, touches)
+        return Facts(generation, positions, counted, clicks)
 
     def remember(self, counted: Iterable[tuple[DedupeKey, str]]) -> None:
         """Transactions counted by a write that landed: later batches need not ask."""
@@ -74,7 +74,7 @@ class Lookups:
             known.update(found)
         return known
 
-    async def _stored_touches(self, generation: int, calls: list[SaleCall]) -> list[Touch]:
+    async def _stored_clicks(self, generation: int, calls: list[SaleCall]) -> list[ClickContext]:
         """Stored clicks of the customers whose accepted sales carry no qualifying click."""
         window = self._window_ms
         needing = [

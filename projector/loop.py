@@ -76,7 +76,7 @@ class Projector:
         self.settings = settings
         self.metrics = metrics
         self._mode: Mode = Live() if generation is None else Rebuild(generation, progress)
-        self._topics = topics or (settings.topics.clicks, settings.topics.sales)
+        self._topics = topics or (settings.kafka.topics.clicks, settings.kafka.topics.sales)
         self._consumer: AIOKafkaConsumer | None = None
         # Held while a batch is projected and handed to the checkpoint, while logs are
         # checked, and while partitions are released: they move only between batches.
@@ -135,15 +135,15 @@ class Projector:
             live = await retrying("prepare the schema", store.prepare)
             self._generation = self._mode.first_generation(live)
             await ensure_topics(
-                s.kafka_bootstrap, s.topics, partitions=s.kafka_partitions,
-                replication=s.kafka_replication,
+                s.kafka.bootstrap, s.kafka.topics, partitions=s.kafka.partitions,
+                replication=s.kafka.replication,
             )  # fmt: skip
-            probe = LogProbe(s.kafka_bootstrap)
+            probe = LogProbe(s.kafka.bootstrap)
             await retrying("start the log probe", probe.start)
             consumer = await self._start_consumer()
             dead_letters = AIOKafkaProducer(
-                bootstrap_servers=list(s.kafka_bootstrap), acks="all",
-                enable_idempotence=s.kafka_idempotence,
+                bootstrap_servers=list(s.kafka.bootstrap), acks="all",
+                enable_idempotence=s.kafka.idempotence,
             )  # fmt: skip
             await dead_letters.start()
             try:
@@ -170,7 +170,7 @@ class Projector:
     async def _start_consumer(self) -> AIOKafkaConsumer:
         s = self.settings
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=list(s.kafka_bootstrap),
+            bootstrap_servers=list(s.kafka.bootstrap),
             group_id=self._mode.group_id(s),
             enable_auto_commit=False,
             # Positions come from ClickHouse (every partition is sought after its log check).
@@ -178,10 +178,10 @@ class Projector:
             # where it did not put the consumer and checks the log before writing anything.
             auto_offset_reset="earliest",
             max_poll_records=s.batch_max,
-            session_timeout_ms=s.kafka_session_timeout_ms,
-            heartbeat_interval_ms=s.kafka_session_timeout_ms // 3,
+            session_timeout_ms=s.consumer_session_timeout_ms,
+            heartbeat_interval_ms=s.consumer_session_timeout_ms // 3,
             # What it was before the session timeout became a setting (aiokafka's default).
-            rebalance_timeout_ms=max(s.kafka_session_timeout_ms, 10_000),
+            rebalance_timeout_ms=max(s.consumer_session_timeout_ms, 10_000),
         )
         await consumer.start()
         self._consumer = consumer
@@ -277,7 +277,10 @@ class Projector:
         headers = [("reason", failure.reason.encode()), ("source", at.encode())]
         try:
             await producer.send_and_wait(
-                self.settings.topics.dead_letters, failure.value, key=failure.key, headers=headers
+                self.settings.kafka.topics.dead_letters,
+                failure.value,
+                key=failure.key,
+                headers=headers,
             )
         except KafkaError as e:
             # The dead_letters table still records it; the topic copy is a convenience.

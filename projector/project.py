@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 
 from aiokafka import TopicPartition
 
-from projector.attribution import Touch, attribute, customer_of
+from projector.attribution import attribute, customer_of
 from projector.decode import Events
 from projector.dedupe import COUNTED, DedupeKey, decide, dedupe_key
 from projector.positions import Plan, Stored, plan
 from projector.rows import Position, Row, click_row, dead_letter_row, sales_call_row
-from schemas.events import Click, SaleCall
+from schemas.events import Click, ClickContext, SaleCall
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +33,7 @@ class Facts:
     # Transactions already counted, among the batch's, with the event that counted them.
     counted: Mapping[DedupeKey, str] = field(default_factory=dict)
     # Stored clicks of the customers whose sales carry no qualifying click.
-    touches: list[Touch] = field(default_factory=list)
+    clicks: list[ClickContext] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,14 +109,14 @@ def project(
         rows.clicks.append((click_row(click, position), position))
     calls = events.calls
     decisions = decide([c for c, _ in calls], counted)
-    touches = _touches(facts.touches, calls, [*earlier, *(c for c, _ in events.clicks)])
+    known_clicks = _clicks(facts.clicks, calls, [*earlier, *(c for c, _ in events.clicks)])
     pending: list[tuple[DedupeKey, str]] = []
     duplicates: list[str] = []
     rejects: list[str] = []
     for (call, position), decision in zip(calls, decisions, strict=True):
         attribution = None
         if decision is COUNTED:
-            known = touches.get((call.universe, customer_of(call)), ())
+            known = known_clicks.get((call.universe, customer_of(call)), ())
             attribution = attribute(call, known, window_ms)
             pending.append((dedupe_key(call), call.event_id))
         elif decision.status == "duplicate":
@@ -133,20 +133,18 @@ def project(
     return Projected(p, events, rows, written, duplicates, rejects)
 
 
-def _touches(
-    stored: list[Touch], calls: list[tuple[SaleCall, Position]], clicks: list[Click]
-) -> dict[tuple[str, str], list[Touch]]:
+def _clicks(
+    stored: list[ClickContext], calls: list[tuple[SaleCall, Position]], clicks: list[Click]
+) -> dict[tuple[str, str], list[ClickContext]]:
     """Stored clicks and clicks not stored yet (this batch's, the one in flight's)."""
-    touches: dict[tuple[str, str], list[Touch]] = {}
-    for touch in stored:
-        touches.setdefault((touch.universe, touch.customer_id), []).append(touch)
+    known: dict[tuple[str, str], list[ClickContext]] = {}
+    for click in stored:
+        known.setdefault((click.universe, click.customer_id), []).append(click)
     if not clicks:
-        return touches
+        return known
     buyers = {(call.universe, customer_of(call)) for call, _ in calls}
     for c in clicks:
         key = (c.universe, c.customer_id)
         if key in buyers:
-            touch = Touch(c.universe, c.customer_id, c.campaign_id, c.link_id, c.product,
-                          c.clicked_at_ms, c.event_id)  # fmt: skip
-            touches.setdefault(key, []).append(touch)
-    return touches
+            known.setdefault(key, []).append(c.context())
+    return known

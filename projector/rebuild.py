@@ -64,7 +64,10 @@ async def rebuild(
         await store.create_generation(target)
         write(f"rebuild: live generation {live}, building generation {target}")
         stop = asyncio.Event()
-        for topics in ((settings.topics.clicks,), (settings.topics.clicks, settings.topics.sales)):
+        for topics in (
+            (settings.kafka.topics.clicks,),
+            (settings.kafka.topics.clicks, settings.kafka.topics.sales),
+        ):
             projector = Projector(
                 settings, ProjectorMetrics(), generation=target, topics=topics,
                 progress=Progress(write),

@@ -8,22 +8,20 @@ from dataclasses import dataclass, field
 
 from schemas.ddl import valid_cluster_name, valid_database_name
 from schemas.environ import ConfigError, Environ, mask_url
+from schemas.kafka_settings import KafkaSettings
 from schemas.rules import DEFAULT_RULES, Rules
-from schemas.topics import Topics
 
 
 @dataclass(frozen=True, slots=True)
 class ProjectorSettings:
     host: str
     port: int
-    kafka_bootstrap: tuple[str, ...]
-    topics: Topics
-    kafka_partitions: int
-    kafka_replication: int
-    kafka_idempotence: bool
+    kafka: KafkaSettings
+    # The consumer group (TRACKER_PROJECTOR_GROUP, TRACKER_KAFKA_SESSION_TIMEOUT_MS) is the
+    # projector's alone: the edge only produces, so these stay out of the shared KafkaSettings.
     group_id: str
     # Also how long a (Tansu) broker holds a new group's first join: half of it, 1 s at least.
-    kafka_session_timeout_ms: int
+    consumer_session_timeout_ms: int
     clickhouse_url: str = field(repr=False)
     clickhouse_database: str
     # Cluster mode: DDL ON CLUSTER this name, Replicated engines (docs/cluster.md); "" = one server.
@@ -44,7 +42,7 @@ class ProjectorSettings:
     def __repr__(self) -> str:
         # The URL may carry a password: show it masked, never in clear.
         return (
-            f"ProjectorSettings(kafka={','.join(self.kafka_bootstrap)}, group={self.group_id}, "
+            f"ProjectorSettings(kafka={','.join(self.kafka.bootstrap)}, group={self.group_id}, "
             f"clickhouse={mask_url(self.clickhouse_url)}, database={self.clickhouse_database}"
             + (f", cluster={self.clickhouse_cluster})" if self.clickhouse_cluster else ")")
         )
@@ -68,13 +66,9 @@ class ProjectorSettings:
         return cls(
             host=env.text("TRACKER_PROJECTOR_HOST", "127.0.0.1"),
             port=env.port("TRACKER_PROJECTOR_PORT", 8081),
-            kafka_bootstrap=env.bootstrap("TRACKER_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
-            topics=Topics(env.text("TRACKER_TOPIC_PREFIX", "tracker.")),
-            kafka_partitions=env.integer("TRACKER_KAFKA_PARTITIONS", 4, minimum=1),
-            kafka_replication=env.integer("TRACKER_KAFKA_REPLICATION", 1, minimum=1),
-            kafka_idempotence=env.flag("TRACKER_KAFKA_IDEMPOTENCE", True),
+            kafka=KafkaSettings.from_env(env),
             group_id=env.text("TRACKER_PROJECTOR_GROUP", "tracker-projector"),
-            kafka_session_timeout_ms=env.integer(
+            consumer_session_timeout_ms=env.integer(
                 "TRACKER_KAFKA_SESSION_TIMEOUT_MS", 10_000, minimum=1000, maximum=300_000
             ),
             clickhouse_url=env.http_url("TRACKER_CLICKHOUSE_URL", "http://127.0.0.1:8123"),

@@ -18,12 +18,13 @@ from clickhouse_connect.driver.asyncclient import AsyncClient
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 from clickhouse_connect.driver.external import ExternalData
 
-from projector.attribution import Touch
 from projector.dedupe import DedupeKey
 from projector.errors import ProjectorError
 from projector.positions import PositionRow, Stored, current_positions
 from projector.rows import Row
 from schemas.ddl import (
+    CURRENCY,
+    ROLLUPS,
     drop_statement,
     meta_statements,
     retired_names,
@@ -31,6 +32,7 @@ from schemas.ddl import (
     table_statements,
     view_statements,
 )
+from schemas.events import ClickContext
 
 logger = logging.getLogger(__name__)
 
@@ -124,17 +126,44 @@ class Store:
             await self.create_generation(1)
             await self.activate(1)
             return 1
+        if await self._rollups_before_currencies(live):
+            # Its rollups cannot be split by currency after the fact (their rows already added
+            # currencies up), and ClickHouse refuses today's rollup statements over them: keep
+            # the rollups and views the previous version made, which still answer and keep
+            # counting, until a rebuild writes a generation of today's shape.
+            await self.create_generation(live, rollups=False)
+            logger.warning(
+                "generation %d predates per-currency rollups: its turnover views keep adding "
+                "currencies up; run `python -m projector rebuild` to split them",
+                live,
+            )
+            return live
         await self.create_generation(live)
         for sql in view_statements(self.database, live, self.cluster):
             await self._command(sql)
         return live
 
+    async def _rollups_before_currencies(self, generation: int) -> bool:
+        """Whether a rollup table of ``generation`` exists without its currency column."""
+        rows = await self._rows(
+            "SELECT count() FROM system.tables WHERE database = {db:String} "
+            "AND name IN {tables:Array(String)} AND name NOT IN ("
+            "SELECT table FROM system.columns WHERE database = {db:String} "
+            "AND name = {column:String})",
+            {
+                "db": self.database,
+                "tables": [f"{r.table}_g{int(generation)}" for r in ROLLUPS],
+                "column": CURRENCY.name,
+            },
+        )
+        return bool(rows) and int(rows[0][0]) > 0
+
     async def live_generation(self) -> int:
         rows = await self._rows(f"SELECT max(generation) FROM {self.database}.generations")
         return int(rows[0][0]) if rows else 0
 
-    async def create_generation(self, generation: int) -> None:
-        for sql in table_statements(self.database, generation, self.cluster):
+    async def create_generation(self, generation: int, *, rollups: bool = True) -> None:
+        for sql in table_statements(self.database, generation, self.cluster, rollups=rollups):
             await self._command(sql)
         await self._adopt_retired_positions(generation)
 
@@ -251,7 +280,7 @@ class Store:
 
     async def clicks_of(
         self, generation: int, customers: Iterable[tuple[str, str]], since_ms: int, until_ms: int
-    ) -> list[Touch]:
+    ) -> list[ClickContext]:
         pairs = sorted(set(customers))
         if not pairs:
             return []
@@ -267,7 +296,7 @@ class Store:
             ),
         )
         return [
-            Touch(u, c, k, link, product, int(at), event_id)
+            ClickContext(u, c, k, link, product, int(at), event_id)
             for u, c, k, link, product, at, event_id in rows
         ]
 

@@ -29,6 +29,25 @@ class EventDecodeError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class ClickContext:
+    """One click as attribution needs it: the one click type of the edge and the projector.
+
+    The signed token carries it (``schemas/signing.py``), attribution chooses among them and
+    the projector reads them back from ``clicks``. The events below keep their own flat
+    fields, as their JSON has always been; :meth:`Click.context` and
+    :meth:`SaleCall.carried_click` read it out of them.
+    """
+
+    universe: str
+    customer_id: str
+    campaign_id: str
+    link_id: str
+    product: str
+    clicked_at_ms: int
+    click_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class SaleCall:
     """One call of the sale pixel or of the server-to-server API, accepted or rejected.
 
@@ -68,6 +87,15 @@ class SaleCall:
         """
         return f"{self.universe}{KEY_SEPARATOR}{self.transaction_id or self.event_id}".encode()
 
+    def carried_click(self) -> ClickContext | None:
+        """The verified click context the call carries, if any."""
+        if self.clicked_at_ms <= 0 or not self.campaign_id:
+            return None
+        return ClickContext(
+            self.universe, self.click_customer_id, self.campaign_id, self.link_id, self.product,
+            self.clicked_at_ms, self.click_id,
+        )  # fmt: skip
+
 
 @dataclass(frozen=True, slots=True)
 class Click:
@@ -83,9 +111,23 @@ class Click:
     client_hash: str = ""
     v: int = CLICK_SCHEMA_VERSION
 
+    @classmethod
+    def of(cls, click: ClickContext, *, client_hash: str = "") -> Click:
+        return cls(
+            event_id=click.click_id, clicked_at_ms=click.clicked_at_ms, universe=click.universe,
+            customer_id=click.customer_id, campaign_id=click.campaign_id, link_id=click.link_id,
+            product=click.product, client_hash=client_hash,
+        )  # fmt: skip
+
     def kafka_key(self) -> bytes:
         """One customer's clicks stay in order in one partition."""
         return f"{self.universe}{KEY_SEPARATOR}{self.customer_id}".encode()
+
+    def context(self) -> ClickContext:
+        return ClickContext(
+            self.universe, self.customer_id, self.campaign_id, self.link_id, self.product,
+            self.clicked_at_ms, self.event_id,
+        )  # fmt: skip
 
 
 def encode(event: SaleCall | Click) -> bytes:

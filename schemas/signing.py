@@ -16,6 +16,7 @@ from urllib.parse import urlencode, urlsplit
 
 import orjson
 
+from schemas.events import ClickContext
 from schemas.unicode import is_unicode
 
 SIGNATURE_CHARS: Final = 22  # 128 bits of the HMAC, base64url
@@ -73,6 +74,13 @@ class Link:
              self.product, self.target)
         )  # fmt: skip
 
+    def click(self, clicked_at_ms: int, click_id: str) -> ClickContext:
+        """This link followed at ``clicked_at_ms``, as click ``click_id``."""
+        return ClickContext(
+            self.universe, self.customer_id, self.campaign_id, self.link_id, self.product,
+            clicked_at_ms, click_id,
+        )  # fmt: skip
+
 
 def safe_target(url: str) -> bool:
     """Only absolute http(s) URLs without control characters or user info may be redirected to."""
@@ -113,18 +121,12 @@ def link_url(base_url: str, secret: str, link: Link) -> str:
     return f"{base_url}/click?{urlencode(query)}"
 
 
-@dataclass(frozen=True, slots=True)
-class ClickToken:
-    universe: str
-    customer_id: str
-    campaign_id: str
-    link_id: str
-    product: str
-    clicked_at_ms: int
-    click_id: str
+# The former name of what a token carries, still imported by schemas/rules.py and
+# bench/workload.py; one type, not a copy.
+ClickToken = ClickContext
 
 
-def make_token(secret: str, click: ClickToken) -> str:
+def make_token(secret: str, click: ClickContext) -> str:
     payload = _b64(
         orjson.dumps(
             [click.universe, click.customer_id, click.campaign_id, click.link_id,
@@ -136,7 +138,7 @@ def make_token(secret: str, click: ClickToken) -> str:
 
 def read_token(
     secret: str, token: str, *, universe: str, now_ms: int, window_ms: int
-) -> ClickToken:
+) -> ClickContext:
     """The click a token names, if it is genuine, of ``universe`` and still in the window."""
     payload, sep, signature = token.partition(".")
     # A token is base64url and "." only; cookie bytes that are not ASCII arrive
@@ -145,7 +147,7 @@ def read_token(
         raise SignatureError("context_malformed")
     try:
         fields = orjson.loads(_unb64(payload))
-        click = ClickToken(*fields)
+        click = ClickContext(*fields)
     except (ValueError, TypeError):
         raise SignatureError("context_malformed") from None
     if not isinstance(click.universe, str) or not isinstance(click.clicked_at_ms, int):

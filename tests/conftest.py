@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import clickhouse_connect
 import orjson
 import pytest
@@ -25,6 +26,7 @@ from compose.environment import service_environment
 from compose.processes import free_port
 from compose.settings import StackSettings
 from compose.stack import Stack, free_ports_env, infrastructure
+from helpers import Edge, eventually, running_edge
 from ingest.settings import EdgeSettings
 from projector.settings import ProjectorSettings
 
@@ -108,6 +110,23 @@ def service_env(services: Services, isolation: str, tmp_path: Path) -> dict[str,
 @pytest.fixture
 def edge_settings(service_env: dict[str, str]) -> EdgeSettings:
     return EdgeSettings.from_env(service_env)
+
+
+@pytest.fixture
+async def edge(edge_settings: EdgeSettings) -> AsyncIterator[Edge]:
+    """The edge, connected to the broker, for the whole test; it drains at the end. A test
+    that must see the drain, or prepares anything before the edge starts, uses
+    ``running_edge`` itself."""
+    async with running_edge(edge_settings) as base, aiohttp.ClientSession() as session:
+
+        async def ready() -> int:
+            async with session.get(base + "/readyz") as response:
+                return response.status
+
+        # Ready means its topics exist: a reader started before they do keeps stale
+        # metadata (read_topic) and never sees them.
+        await eventually(ready, lambda status: status == 200)
+        yield Edge(base, session)
 
 
 @pytest.fixture

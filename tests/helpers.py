@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import parse_qsl
 
@@ -32,6 +33,14 @@ from schemas.rules import Rules, parse_query
 from schemas.topics import ensure_topics
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A running edge (the ``edge`` fixture): its base URL and a client session for it."""
+
+    base: str
+    session: aiohttp.ClientSession
 
 
 @contextlib.asynccontextmanager
@@ -173,25 +182,27 @@ async def produce(settings: ProjectorSettings, events: Sequence[Publishable]) ->
     """Publish events of either version (or raw key/value pairs, to the sales topic) in
     order, acknowledged."""
     await ensure_topics(
-        settings.kafka_bootstrap, settings.topics,
-        partitions=settings.kafka_partitions, replication=settings.kafka_replication,
+        settings.kafka.bootstrap, settings.kafka.topics,
+        partitions=settings.kafka.partitions, replication=settings.kafka.replication,
     )  # fmt: skip
     producer = AIOKafkaProducer(
-        bootstrap_servers=list(settings.kafka_bootstrap), acks="all", linger_ms=5
+        bootstrap_servers=list(settings.kafka.bootstrap), acks="all", linger_ms=5
     )
     await producer.start()
     try:
         futures = []
         for event in events:
             if isinstance(event, tuple):
-                topic, (key, value) = settings.topics.sales, event
+                topic, (key, value) = settings.kafka.topics.sales, event
             elif isinstance(event, SaleRequest | ClickRequest):
                 clicks = isinstance(event, ClickRequest)
-                topic = settings.topics.clicks if clicks else settings.topics.sales
+                topic = settings.kafka.topics.clicks if clicks else settings.kafka.topics.sales
                 key, value = raw_kafka_key(event), encode_raw(event)
             else:
                 topic = (
-                    settings.topics.clicks if isinstance(event, Click) else settings.topics.sales
+                    settings.kafka.topics.clicks
+                    if isinstance(event, Click)
+                    else settings.kafka.topics.sales
                 )
                 key, value = event.kafka_key(), encode(event)
             futures.append(await producer.send(topic, value, key=key))

@@ -32,22 +32,23 @@ async def actual(ch: AsyncClient, db: str) -> Expected:
     out.sales = (await rows(f"SELECT count() FROM {db}.sales"))[0][0]
     for status, n in await rows(f"SELECT status, count() FROM {db}.sales_calls GROUP BY status"):
         out.calls[status] = n
-    for u, k, p, t in await rows(
-        f"SELECT universe, campaign_id, purchases, turnover FROM {db}.campaign_turnover"
+    totals = "currency, purchases, turnover"
+    for u, k, cur, p, t in await rows(
+        f"SELECT universe, campaign_id, {totals} FROM {db}.campaign_turnover"
     ):
-        out.campaign[(u, k)] = [p, t]
-    for u, c, p, t in await rows(
-        f"SELECT universe, customer_id, purchases, turnover FROM {db}.customer_turnover"
+        out.campaign[(u, k, cur)] = [p, t]
+    for u, c, cur, p, t in await rows(
+        f"SELECT universe, customer_id, {totals} FROM {db}.customer_turnover"
     ):
-        out.customer[(u, c)] = [p, t]
-    for u, k, link, p, t in await rows(
-        f"SELECT universe, campaign_id, link_id, purchases, turnover FROM {db}.link_turnover"
+        out.customer[(u, c, cur)] = [p, t]
+    for u, k, link, cur, p, t in await rows(
+        f"SELECT universe, campaign_id, link_id, {totals} FROM {db}.link_turnover"
     ):
-        out.link[(u, k, link)] = [p, t]
-    for u, k, d, p, t in await rows(
-        f"SELECT universe, campaign_id, day, purchases, turnover FROM {db}.campaign_turnover_daily"
+        out.link[(u, k, link, cur)] = [p, t]
+    for u, k, d, cur, p, t in await rows(
+        f"SELECT universe, campaign_id, day, {totals} FROM {db}.campaign_turnover_daily"
     ):
-        out.daily[(u, k, d.isoformat())] = [p, t]
+        out.daily[(u, k, d.isoformat(), cur)] = [p, t]
     return out
 
 

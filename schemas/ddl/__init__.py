@@ -5,7 +5,8 @@ Statements are templated with ``{database}`` and ``{generation}`` only; every ot
 (the parameterized view's ``{universe:String}``, the ``{shard}``/``{replica}`` macros of
 cluster mode) is left as it is. The four rollups are described once each (:data:`ROLLUPS`):
 the statements ``{rollup_tables}`` and ``{rollup_views}`` of the files stand for the
-statements rendered from those descriptions.
+statements rendered from those descriptions. Every rollup is per currency: amounts of
+different currencies are never added up.
 
 Cluster mode (a cluster name given) rewrites the same statements for one shard of N
 replicas: ``ON CLUSTER``, Replicated engines with a Keeper path per table and generation, and
@@ -68,6 +69,11 @@ class Rollup:
 
 _UNIVERSE: Final = Column("universe", "LowCardinality(String)")
 _CAMPAIGN: Final = Column("campaign_id", "String")
+# The call's currency as it came ('' when it had none). Rendered into every rollup, last in
+# its key, so no rollup can add EUR to USD. A universe's default currency (a later registry)
+# belongs in the public views' expression for it (rollup_view_statement), not here: the
+# views group again anyway, so a changed default would need no rebuild.
+CURRENCY: Final = Column("currency", "LowCardinality(String)")
 
 ROLLUPS: Final = (
     Rollup("campaign_rollup", "campaign_turnover", (_CAMPAIGN,)),
@@ -94,13 +100,28 @@ def _select(columns: list[str]) -> str:
     return f"SELECT {', '.join(columns[:-1])},\n       {columns[-1]}"
 
 
+def _wrap(columns: list[str]) -> str:
+    """A table's ``columns``, as many to a line as fit (indented as the files' tables)."""
+    lines = [columns[0]]
+    for column in columns[1:]:
+        if len(f"    {lines[-1]}, {column},") <= _WIDTH:
+            lines[-1] = f"{lines[-1]}, {column}"
+        else:
+            lines.append(column)
+    return ",\n    ".join(lines)
+
+
+def _key(rollup: Rollup) -> tuple[Column, ...]:
+    return (_UNIVERSE, *rollup.keys, CURRENCY)
+
+
 def rollup_table_statements(rollup: Rollup) -> list[str]:
     """The rollup's table and the materialized view feeding it, templated like the files."""
-    keys = [c.name for c in (_UNIVERSE, *rollup.keys)]
+    keys = [c.name for c in _key(rollup)]
     table = f"{{database}}.{rollup.table}_g{{generation}}"
-    columns = ", ".join(f"{c.name} {c.type}" for c in (_UNIVERSE, *rollup.keys))
+    columns = _wrap([f"{c.name} {c.type}" for c in _key(rollup)])
     where = "status = 'counted'" + (f" AND {rollup.where}" if rollup.where else "")
-    selected = [c.selected for c in (_UNIVERSE, *rollup.keys)]
+    selected = [c.selected for c in _key(rollup)]
     sums = ["count() AS purchases", "sum(toDecimal128(amount, 4)) AS turnover"]
     return [
         f"CREATE TABLE IF NOT EXISTS {table}\n"
@@ -118,7 +139,7 @@ def rollup_table_statements(rollup: Rollup) -> list[str]:
 
 def rollup_view_statement(rollup: Rollup) -> str:
     """The rollup's public view, templated like the files."""
-    keys = [c.name for c in (_UNIVERSE, *rollup.keys)]
+    keys = [c.name for c in _key(rollup)]
     sums = ["sum(purchases) AS purchases", "sum(turnover) AS turnover"]
     return (
         f"CREATE OR REPLACE VIEW {{database}}.{rollup.view} AS\n"
@@ -172,7 +193,9 @@ def _on_cluster(sql: str, cluster: str) -> str:
     return _NON_REPLICATED_WINDOW.sub("replicated_deduplication_window", sql)
 
 
-def _load(name: str, database: str, generation: int, cluster: str = "") -> list[str]:
+def _load(
+    name: str, database: str, generation: int, cluster: str = "", *, rollups: bool = True
+) -> list[str]:
     if not valid_database_name(database):
         raise ValueError(f"invalid ClickHouse database name {database!r}")
     if cluster and not valid_cluster_name(cluster):
@@ -183,7 +206,10 @@ def _load(name: str, database: str, generation: int, cluster: str = "") -> list[
     result = []
     for statement in code.split(";"):
         sql = statement.strip()
-        for one in _RENDERED.get(sql, [sql] if sql else []):
+        rendered = _RENDERED.get(sql)
+        if rendered is not None and not rollups:
+            continue
+        for one in rendered if rendered is not None else [sql] if sql else []:
             result.append(
                 one.replace("{database}", database).replace("{generation}", str(generation))
             )
@@ -198,8 +224,13 @@ def meta_statements(database: str, cluster: str = "") -> list[str]:
     ]
 
 
-def table_statements(database: str, generation: int, cluster: str = "") -> list[str]:
-    return _load("tables.sql", database, generation, cluster)
+def table_statements(
+    database: str, generation: int, cluster: str = "", *, rollups: bool = True
+) -> list[str]:
+    """``rollups=False`` leaves the rollups' tables and materialized views out: for a
+    generation whose rollups predate currencies, where ClickHouse refuses today's
+    materialized views even with IF NOT EXISTS (they name a column the tables lack)."""
+    return _load("tables.sql", database, generation, cluster, rollups=rollups)
 
 
 def view_statements(database: str, generation: int, cluster: str = "") -> list[str]:

@@ -23,11 +23,15 @@ FROM {database}.dead_letters_g{generation};
 -- campaign_turnover_daily), rendered from ROLLUPS in __init__.py.
 {rollup_views};
 
--- Segmentation by total purchase amount (bounds inclusive):
---   SELECT * FROM tracker.customers_by_turnover(universe='u', min=100, max=1000)
+-- Segmentation by total purchase amount in one currency (bounds inclusive; currency '' for
+-- calls that named none):
+--   SELECT * FROM tracker.customers_by_turnover(universe='u', currency='EUR', min=100, max=1000)
+-- There is no form without a currency: a customer who paid in EUR and in USD has no single
+-- total to compare with one pair of bounds, and no conversion rates are kept.
 CREATE OR REPLACE VIEW {database}.customers_by_turnover AS
 SELECT customer_id, purchases, turnover
 FROM {database}.customer_turnover
 WHERE universe = {universe:String}
+  AND currency = {currency:String}
   AND turnover >= {min:Decimal(38, 4)}
   AND turnover <= {max:Decimal(38, 4)};

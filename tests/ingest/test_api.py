@@ -69,7 +69,9 @@ async def test_a_batch_is_accepted_with_a_result_per_item(edge_settings: EdgeSet
         "message": "field amount must be a string",
     }
 
-    records = await read_topic(edge_settings.kafka_bootstrap[0], edge_settings.topics.sales, 6)
+    records = await read_topic(
+        edge_settings.kafka.bootstrap[0], edge_settings.kafka.topics.sales, 6
+    )
     calls = sales_as_read(records, edge_settings.secret)
     accepted = sorted(
         (c.transaction_id, c.amount, c.source) for c in calls if c.status == "accepted"
@@ -188,7 +190,9 @@ async def test_a_1000_sale_body_sent_slowly_is_read_whole_and_published(
         )  # fmt: skip
     assert response.status == 202, response.body[:200]
     assert orjson.loads(response.body)["accepted"] == 1000
-    records = await read_topic(edge_settings.kafka_bootstrap[0], edge_settings.topics.sales, 1000)
+    records = await read_topic(
+        edge_settings.kafka.bootstrap[0], edge_settings.kafka.topics.sales, 1000
+    )
     assert sorted(c.transaction_id for c in sales_as_read(records, edge_settings.secret)) == sorted(
         s["id"] for s in sales
     )
@@ -223,7 +227,9 @@ async def test_json_numbers_are_read_from_their_exact_text(edge_settings: EdgeSe
     assert [r.get("reason") for r in body["results"]] == [
         "amount_malformed", None, "amount_malformed", None
     ]  # fmt: skip
-    records = await read_topic(edge_settings.kafka_bootstrap[0], edge_settings.topics.sales, 4)
+    records = await read_topic(
+        edge_settings.kafka.bootstrap[0], edge_settings.kafka.topics.sales, 4
+    )
     amounts = {c.transaction_id: c.amount for c in sales_as_read(records, edge_settings.secret)}
     assert (amounts["n-2"], amounts["n-4"]) == ("7.25", "10")
     assert amounts["n-1"] == ""

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from helpers import clicks_as_read, read_topic, running_edge, sales_as_read
+from helpers import Edge, clicks_as_read, read_topic, sales_as_read
 from ingest.click import CLICK_PARAMETER
 from ingest.settings import EdgeSettings
 from projector.interpret import interpret_sale
@@ -41,9 +41,9 @@ async def follow(session: aiohttp.ClientSession, url: str) -> aiohttp.ClientResp
 
 async def test_a_valid_link_publishes_the_click_sets_the_cookie_and_redirects(
     edge_settings: EdgeSettings,
+    edge: Edge,
 ) -> None:
-    async with running_edge(edge_settings) as base, aiohttp.ClientSession() as session:
-        response = await follow(session, tracked(edge_settings, base))
+    response = await follow(edge.session, tracked(edge_settings, edge.base))
 
     assert response.status == 302
     location = urlsplit(response.headers["Location"])
@@ -62,7 +62,9 @@ async def test_a_valid_link_publishes_the_click_sets_the_cookie_and_redirects(
     assert cookie["path"] == "/"
     assert "alice" not in token or "@" not in token  # opaque ids only, never an e-mail
 
-    [record] = await read_topic(edge_settings.kafka_bootstrap[0], edge_settings.topics.clicks, 1)
+    [record] = await read_topic(
+        edge_settings.kafka.bootstrap[0], edge_settings.kafka.topics.clicks, 1
+    )
     raw = decode_click_request(record.value)
     assert raw is not None  # published as received: the link's query, the click id, the time
     assert raw.query == urlsplit(tracked(edge_settings, "")).query
@@ -92,21 +94,22 @@ async def test_a_valid_link_publishes_the_click_sets_the_cookie_and_redirects(
     ids=["campaign", "target", "unsigned", "signature", "universe"],
 )
 async def test_a_tampered_link_redirects_nowhere_sets_nothing_and_is_counted(
-    edge_settings: EdgeSettings, tamper: Callable[[str], str]
+    edge_settings: EdgeSettings,
+    tamper: Callable[[str], str],
+    edge: Edge,
 ) -> None:
-    async with running_edge(edge_settings) as base, aiohttp.ClientSession() as session:
-        response = await follow(session, tamper(tracked(edge_settings, base)))
-        assert response.status == 400
-        assert "Location" not in response.headers
-        assert "Set-Cookie" not in response.headers
-        async with session.get(base + "/metrics") as metrics:
-            text = await metrics.text()
+    response = await follow(edge.session, tamper(tracked(edge_settings, edge.base)))
+    assert response.status == 400
+    assert "Location" not in response.headers
+    assert "Set-Cookie" not in response.headers
+    async with edge.session.get(edge.base + "/metrics") as metrics:
+        text = await metrics.text()
     assert 'tracker_edge_clicks_total{outcome="link_bad_signature"}' in text or (
         'tracker_edge_clicks_total{outcome="link_unsigned"}' in text
     )
     assert (
         await read_topic(
-            edge_settings.kafka_bootstrap[0], edge_settings.topics.clicks, 0, timeout=3
+            edge_settings.kafka.bootstrap[0], edge_settings.kafka.topics.clicks, 0, timeout=3
         )
         == []
     )
@@ -122,13 +125,14 @@ async def test_a_tampered_link_redirects_nowhere_sets_nothing_and_is_counted(
     ],
 )
 async def test_an_unsafe_target_is_refused_even_when_signed(
-    edge_settings: EdgeSettings, target: str
+    edge_settings: EdgeSettings,
+    target: str,
+    edge: Edge,
 ) -> None:
     link = Link("demo", "alice", "spring", "hero", target)
-    async with running_edge(edge_settings) as base, aiohttp.ClientSession() as session:
-        url = link_url(base, edge_settings.secret, link)
-        assert url.endswith(sign_link(edge_settings.secret, link))
-        response = await follow(session, url)
+    url = link_url(edge.base, edge_settings.secret, link)
+    assert url.endswith(sign_link(edge_settings.secret, link))
+    response = await follow(edge.session, url)
     assert response.status == 400
     assert "Location" not in response.headers
 
@@ -152,32 +156,35 @@ def test_sign_link_prints_a_working_link_and_refuses_unsafe_targets(
     assert bad.stderr.strip() == "error: cannot sign this link: unsafe_target"
 
 
-async def test_the_pixel_picks_up_the_cookie_and_the_click_id(edge_settings: EdgeSettings) -> None:
-    async with running_edge(edge_settings) as base, aiohttp.ClientSession() as session:
-        # A browser: the click sets the cookie (sent back over https only; set by hand here).
-        first = await follow(session, tracked(edge_settings, base))
-        cookie_token = SimpleCookie(first.headers["Set-Cookie"])["trk_demo"].value
-        later = await follow(
-            session, tracked(edge_settings, base, campaign_id="summer", link_id="footer")
-        )
-        click_id = parse_qs(urlsplit(later.headers["Location"]).query)[CLICK_PARAMETER][0]
+async def test_the_pixel_picks_up_the_cookie_and_the_click_id(
+    edge_settings: EdgeSettings, edge: Edge
+) -> None:
+    # A browser: the click sets the cookie (sent back over https only; set by hand here).
+    first = await follow(edge.session, tracked(edge_settings, edge.base))
+    cookie_token = SimpleCookie(first.headers["Set-Cookie"])["trk_demo"].value
+    later = await follow(
+        edge.session, tracked(edge_settings, edge.base, campaign_id="summer", link_id="footer")
+    )
+    click_id = parse_qs(urlsplit(later.headers["Location"]).query)[CLICK_PARAMETER][0]
 
-        headers = {"Cookie": f"trk_demo={cookie_token}"}
-        async with session.get(
-            f"{base}/sales.php?universe=demo&amount=10&id=by-cookie", headers=headers
-        ) as r:
-            assert r.status == 200
-        async with session.get(
-            f"{base}/sales.php?universe=demo&amount=10&id=by-click&click={click_id}"
-        ) as r:
-            assert r.status == 200
-        # Both: the more recent click wins.
-        async with session.get(
-            f"{base}/sales.php?universe=demo&amount=10&id=both&click={click_id}", headers=headers
-        ) as r:
-            assert r.status == 200
+    headers = {"Cookie": f"trk_demo={cookie_token}"}
+    async with edge.session.get(
+        f"{edge.base}/sales.php?universe=demo&amount=10&id=by-cookie", headers=headers
+    ) as r:
+        assert r.status == 200
+    async with edge.session.get(
+        f"{edge.base}/sales.php?universe=demo&amount=10&id=by-click&click={click_id}"
+    ) as r:
+        assert r.status == 200
+    # Both: the more recent click wins.
+    async with edge.session.get(
+        f"{edge.base}/sales.php?universe=demo&amount=10&id=both&click={click_id}", headers=headers
+    ) as r:
+        assert r.status == 200
 
-    records = await read_topic(edge_settings.kafka_bootstrap[0], edge_settings.topics.sales, 3)
+    records = await read_topic(
+        edge_settings.kafka.bootstrap[0], edge_settings.kafka.topics.sales, 3
+    )
     calls = {c.transaction_id: c for c in sales_as_read(records, edge_settings.secret)}
     assert (calls["by-cookie"].campaign_id, calls["by-cookie"].link_id) == ("spring", "hero")
     assert (calls["by-click"].campaign_id, calls["by-click"].link_id) == ("summer", "footer")
@@ -188,6 +195,7 @@ async def test_the_pixel_picks_up_the_cookie_and_the_click_id(edge_settings: Edg
 
 async def test_forged_expired_and_foreign_contexts_are_ignored_and_reported(
     edge_settings: EdgeSettings,
+    edge: Edge,
 ) -> None:
     now = 1_900_000_000_000
     forged = make_token(
@@ -195,14 +203,15 @@ async def test_forged_expired_and_foreign_contexts_are_ignored_and_reported(
     )
     expired = make_token(edge_settings.secret, ClickToken("demo", "c", "old", "l", "", 1, "x"))
     foreign = make_token(edge_settings.secret, ClickToken("other", "c", "k", "l", "", now, "x"))
-    async with running_edge(edge_settings) as base, aiohttp.ClientSession() as session:
-        for i, token in enumerate((forged, expired, foreign, "not-a-token")):
-            async with session.get(
-                f"{base}/sales.php?universe=demo&amount=1&id=t{i}",
-                headers={"Cookie": f"trk_demo={token}"},
-            ) as r:
-                assert r.status == 200
-    records = await read_topic(edge_settings.kafka_bootstrap[0], edge_settings.topics.sales, 4)
+    for i, token in enumerate((forged, expired, foreign, "not-a-token")):
+        async with edge.session.get(
+            f"{edge.base}/sales.php?universe=demo&amount=1&id=t{i}",
+            headers={"Cookie": f"trk_demo={token}"},
+        ) as r:
+            assert r.status == 200
+    records = await read_topic(
+        edge_settings.kafka.bootstrap[0], edge_settings.kafka.topics.sales, 4
+    )
     # The edge passes the cookie on untouched; the projector checks it, never trusts it.
     read = {}
     for record in records:
@@ -228,20 +237,21 @@ async def test_forged_expired_and_foreign_contexts_are_ignored_and_reported(
     "target", ["https://good.example@evil.example/", "https://user:pw@shop.example/landing"]
 )
 async def test_a_target_with_user_info_is_refused_even_when_signed(
-    edge_settings: EdgeSettings, target: str
+    edge_settings: EdgeSettings,
+    target: str,
+    edge: Edge,
 ) -> None:
     link = Link("demo", "alice", "spring", "hero", target)
-    async with running_edge(edge_settings) as base, aiohttp.ClientSession() as session:
-        response = await follow(session, link_url(base, edge_settings.secret, link))
-        assert response.status == 400
-        assert "Location" not in response.headers
-        assert "Set-Cookie" not in response.headers
-        async with session.get(base + "/metrics") as metrics:
-            text = await metrics.text()
+    response = await follow(edge.session, link_url(edge.base, edge_settings.secret, link))
+    assert response.status == 400
+    assert "Location" not in response.headers
+    assert "Set-Cookie" not in response.headers
+    async with edge.session.get(edge.base + "/metrics") as metrics:
+        text = await metrics.text()
     assert 'tracker_edge_clicks_total{outcome="link_unsafe_target"} 1.0' in text
     assert (
         await read_topic(
-            edge_settings.kafka_bootstrap[0], edge_settings.topics.clicks, 0, timeout=3
+            edge_settings.kafka.bootstrap[0], edge_settings.kafka.topics.clicks, 0, timeout=3
         )
         == []
     )
@@ -263,15 +273,17 @@ def test_sign_link_refuses_targets_with_user_info(service_env: dict[str, str], t
 
 async def test_a_non_ascii_target_is_percent_encoded_in_the_location(
     edge_settings: EdgeSettings,
+    edge: Edge,
 ) -> None:
     link = Link("demo", "alice", "spring", "hero", "https://shop.example/café?q=ü&r=%2F#é")
-    async with running_edge(edge_settings) as base, aiohttp.ClientSession() as session:
-        response = await follow(session, link_url(base, edge_settings.secret, link))
+    response = await follow(edge.session, link_url(edge.base, edge_settings.secret, link))
     assert response.status == 302
     # aiohttp's client reads header bytes as UTF-8: raw UTF-8 would come back as "é" here.
     location = response.headers["Location"]
     assert location.isascii()
     assert location.startswith("https://shop.example/caf%C3%A9?q=%C3%BC&r=%2F&trk_click=")
     assert location.endswith("#%C3%A9")
-    [record] = await read_topic(edge_settings.kafka_bootstrap[0], edge_settings.topics.clicks, 1)
+    [record] = await read_topic(
+        edge_settings.kafka.bootstrap[0], edge_settings.kafka.topics.clicks, 1
+    )
     assert clicks_as_read([record], edge_settings.secret)[0].link_id == "hero"

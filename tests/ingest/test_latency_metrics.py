@@ -3,13 +3,11 @@ one observation per request of each endpoint."""
 
 from __future__ import annotations
 
-import aiohttp
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import running_edge
+from helpers import Edge
 from ingest.latency import LatencyHistogram
-from ingest.settings import EdgeSettings
 
 
 def samples(text: str, name: str) -> dict[tuple[str, str], float]:
@@ -43,17 +41,16 @@ def test_observations_fall_in_the_first_bucket_at_or_above_them() -> None:
     assert got[("t_seconds_bucket", "+Inf/b")] == 0
 
 
-async def test_every_pixel_click_and_api_request_is_timed(edge_settings: EdgeSettings) -> None:
-    async with running_edge(edge_settings) as base, aiohttp.ClientSession() as session:
-        for i in range(7):
-            async with session.get(f"{base}/sales.php?universe=demo&amount=1&id=m{i}") as r:
-                assert r.status == 200
-        async with session.get(f"{base}/click?u=demo", allow_redirects=False) as r:
-            assert r.status == 400  # unsigned link: refused, and timed all the same
-        async with session.post(f"{base}/v1/sales", data=b"{}") as r:
-            assert r.status == 401
-        async with session.get(f"{base}/metrics") as r:
-            text = await r.text()
+async def test_every_pixel_click_and_api_request_is_timed(edge: Edge) -> None:
+    for i in range(7):
+        async with edge.session.get(f"{edge.base}/sales.php?universe=demo&amount=1&id=m{i}") as r:
+            assert r.status == 200
+    async with edge.session.get(f"{edge.base}/click?u=demo", allow_redirects=False) as r:
+        assert r.status == 400  # unsigned link: refused, and timed all the same
+    async with edge.session.post(f"{edge.base}/v1/sales", data=b"{}") as r:
+        assert r.status == 401
+    async with edge.session.get(f"{edge.base}/metrics") as r:
+        text = await r.text()
     got = samples(text, "tracker_edge_request_duration_seconds")
     name = "tracker_edge_request_duration_seconds_count"
     assert (got[(name, "/pixel")], got[(name, "/click")], got[(name, "/api")]) == (7, 1, 1)

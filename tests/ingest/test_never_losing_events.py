@@ -47,9 +47,8 @@ async def test_a_broker_outage_mid_stream_loses_nothing_and_keeps_the_order(
     stack = Stack([store, broker], tmp_path / "logs")
     stack.start()
     try:
-        settings = dataclasses.replace(
-            edge_settings, kafka_bootstrap=(own.kafka_bootstrap,), drain_timeout_s=90
-        )
+        kafka = dataclasses.replace(edge_settings.kafka, bootstrap=(own.kafka_bootstrap,))
+        settings = dataclasses.replace(edge_settings, kafka=kafka, drain_timeout_s=90)
         slowest = 0.0
         async with running_edge(settings) as base, aiohttp.ClientSession() as session:
             for i in range(300):
@@ -68,7 +67,9 @@ async def test_a_broker_outage_mid_stream_loses_nothing_and_keeps_the_order(
                 ]  # fmt: skip
             assert float(spooled[0].split()[-1]) > 0  # the outage really went through the spool
         # Leaving the edge drained its queue and spool into the restarted broker.
-        records = await read_topic(own.kafka_bootstrap, settings.topics.sales, 300, timeout=60)
+        records = await read_topic(
+            own.kafka_bootstrap, settings.kafka.topics.sales, 300, timeout=60
+        )
     finally:
         stack.stop()
 
@@ -139,7 +140,7 @@ async def test_sigterm_under_load_publishes_every_answered_call(
     assert 0 < len(answered) < 40_000, "SIGTERM should have landed mid-load"
 
     records = await read_topic(
-        edge_settings.kafka_bootstrap[0], edge_settings.topics.sales, len(answered)
+        edge_settings.kafka.bootstrap[0], edge_settings.kafka.topics.sales, len(answered)
     )
     published = Counter(c.transaction_id for c in sales_as_read(records, edge_settings.secret))
     assert answered <= set(published), f"{len(answered - set(published))} answered calls lost"
@@ -153,7 +154,7 @@ async def test_several_workers_share_the_port_and_drain_on_sigterm(
 ) -> None:
     # Two producers write the same partitions at once, on the session's durable local broker
     # (Tansu on SeaweedFS, which honours the conditional writes each offset is claimed with).
-    bootstrap = edge_settings.kafka_bootstrap[0]
+    bootstrap = edge_settings.kafka.bootstrap[0]
     env = {**service_env, "TRACKER_EDGE_PORT": str(port := free_port())}
     log = tmp_path / "edge.log"
     edge = start_edge(env, log, "--workers", "2")
@@ -169,7 +170,7 @@ async def test_several_workers_share_the_port_and_drain_on_sigterm(
     edge.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(edge.wait, 60) == 0
     assert "worker 0 stopped" in log.read_text() and "worker 1 stopped" in log.read_text()
-    records = await read_topic(bootstrap, edge_settings.topics.sales, 600)
+    records = await read_topic(bootstrap, edge_settings.kafka.topics.sales, 600)
     read = sales_as_read(records, edge_settings.secret)
     assert sorted(c.transaction_id for c in read) == sorted(answered)
 
@@ -191,9 +192,8 @@ async def test_an_edge_stopped_while_the_broker_is_away_drains_once_it_is_back(
     stack.start()
     try:
         await asyncio.to_thread(broker.stop)
-        settings = dataclasses.replace(
-            edge_settings, kafka_bootstrap=(own.kafka_bootstrap,), drain_timeout_s=60
-        )
+        kafka = dataclasses.replace(edge_settings.kafka, bootstrap=(own.kafka_bootstrap,))
+        settings = dataclasses.replace(edge_settings, kafka=kafka, drain_timeout_s=60)
         async with running_edge(settings) as base, aiohttp.ClientSession() as session:
             for i in range(20):
                 await pixel(session, base, i)
@@ -204,7 +204,7 @@ async def test_an_edge_stopped_while_the_broker_is_away_drains_once_it_is_back(
 
             returning = asyncio.create_task(broker_back_later())
         await returning
-        records = await read_topic(own.kafka_bootstrap, settings.topics.sales, 20, timeout=60)
+        records = await read_topic(own.kafka_bootstrap, settings.kafka.topics.sales, 20, timeout=60)
     finally:
         stack.stop()
     read = sales_as_read(records, settings.secret)

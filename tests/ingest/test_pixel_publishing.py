@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from yarl import URL
 
 from compose.processes import free_port
-from helpers import read_topic, running_edge, sales_as_read
+from helpers import Edge, read_topic, running_edge, sales_as_read
 from ingest.gif import PIXEL
 from ingest.settings import EdgeSettings
 from schemas.raw import QUERY_MAX, decode_sale_request
@@ -37,21 +37,24 @@ def assert_pixel(response: aiohttp.ClientResponse, body: bytes | None = PIXEL) -
     assert "1970" in response.headers["Expires"]
 
 
-async def test_pixel_answers_the_gif_and_publishes_each_call(edge_settings: EdgeSettings) -> None:
-    async with running_edge(edge_settings) as base, aiohttp.ClientSession() as session:
-        for path in (
-            "/sales.php?universe=demo&amount=12,50&id=t1",
-            "/sales?universe=demo&amount=3.00&id=t2&customer=c1&currency=eur",
-        ):
-            async with session.get(URL(base + path, encoded=True)) as response:
-                assert_pixel(response)
-                assert await response.read() == PIXEL
-        head = await get(session, base + "/sales.php?universe=demo&amount=1&id=t3", "HEAD")
-        assert_pixel(head)
-        rejected = await get(session, base + "/sales.php?universe=demo&amount=12.345.6&id=t4")
-        assert_pixel(rejected)
+async def test_pixel_answers_the_gif_and_publishes_each_call(
+    edge_settings: EdgeSettings, edge: Edge
+) -> None:
+    for path in (
+        "/sales.php?universe=demo&amount=12,50&id=t1",
+        "/sales?universe=demo&amount=3.00&id=t2&customer=c1&currency=eur",
+    ):
+        async with edge.session.get(URL(edge.base + path, encoded=True)) as response:
+            assert_pixel(response)
+            assert await response.read() == PIXEL
+    head = await get(edge.session, edge.base + "/sales.php?universe=demo&amount=1&id=t3", "HEAD")
+    assert_pixel(head)
+    rejected = await get(edge.session, edge.base + "/sales.php?universe=demo&amount=12.345.6&id=t4")
+    assert_pixel(rejected)
 
-    records = await read_topic(edge_settings.kafka_bootstrap[0], edge_settings.topics.sales, 4)
+    records = await read_topic(
+        edge_settings.kafka.bootstrap[0], edge_settings.kafka.topics.sales, 4
+    )
     # The edge publishes the calls as received; the projector reads them with today's rules.
     raws = [raw for r in records if (raw := decode_sale_request(r.value)) is not None]
     assert sorted((c.source, c.query, c.cookies) for c in raws) == [
@@ -78,14 +81,16 @@ async def test_pixel_answers_the_gif_and_publishes_each_call(edge_settings: Edge
 
 async def test_each_key_goes_to_the_partition_kafkas_default_partitioner_picks(
     edge_settings: EdgeSettings,
+    edge: Edge,
 ) -> None:
     """The edge builds record batches itself: it must place keys as every Kafka client does."""
     paths = [f"/sales.php?universe=demo&amount=1&id=t{i % 40}" for i in range(200)]
-    async with running_edge(edge_settings) as base, aiohttp.ClientSession() as session:
-        await asyncio.gather(*(get(session, base + path) for path in paths))
-    records = await read_topic(edge_settings.kafka_bootstrap[0], edge_settings.topics.sales, 200)
+    await asyncio.gather(*(get(edge.session, edge.base + path) for path in paths))
+    records = await read_topic(
+        edge_settings.kafka.bootstrap[0], edge_settings.kafka.topics.sales, 200
+    )
     assert len(records) == 200
-    partitions = list(range(edge_settings.kafka_partitions))
+    partitions = list(range(edge_settings.kafka.partitions))
     assert len({r.partition for r in records}) == len(partitions)
     for r in records:
         assert r.partition == (murmur2(r.key) & 0x7FFFFFFF) % len(partitions)
@@ -109,15 +114,15 @@ MALFORMED = [
 
 async def test_malformed_calls_still_get_the_gif_and_are_published_as_rejected(
     edge_settings: EdgeSettings,
+    edge: Edge,
 ) -> None:
-    async with running_edge(edge_settings) as base, aiohttp.ClientSession() as session:
-        for path in MALFORMED:
-            response = await get(session, base + path)
-            assert_pixel(response)
-            assert "Set-Cookie" not in response.headers
+    for path in MALFORMED:
+        response = await get(edge.session, edge.base + path)
+        assert_pixel(response)
+        assert "Set-Cookie" not in response.headers
 
     records = await read_topic(
-        edge_settings.kafka_bootstrap[0], edge_settings.topics.sales, len(MALFORMED)
+        edge_settings.kafka.bootstrap[0], edge_settings.kafka.topics.sales, len(MALFORMED)
     )
     calls = sales_as_read(records, edge_settings.secret)
     assert len(calls) == len(MALFORMED)
@@ -140,9 +145,8 @@ async def test_malformed_calls_still_get_the_gif_and_are_published_as_rejected(
 async def test_pixel_answers_at_once_while_the_broker_is_unreachable(
     edge_settings: EdgeSettings,
 ) -> None:
-    nowhere = dataclasses.replace(
-        edge_settings, kafka_bootstrap=(f"127.0.0.1:{free_port()}",), drain_timeout_s=1
-    )
+    kafka = dataclasses.replace(edge_settings.kafka, bootstrap=(f"127.0.0.1:{free_port()}",))
+    nowhere = dataclasses.replace(edge_settings, kafka=kafka, drain_timeout_s=1)
     timeout = aiohttp.ClientTimeout(total=5)
     async with running_edge(nowhere) as base, aiohttp.ClientSession(timeout=timeout) as session:
         responses = await asyncio.gather(
@@ -205,6 +209,7 @@ def test_any_query_string_over_http_gets_the_gif(edge_settings: EdgeSettings) ->
 
 async def test_every_spelling_of_one_transaction_gets_one_key_and_only_our_cookies_go(
     edge_settings: EdgeSettings,
+    edge: Edge,
 ) -> None:
     spellings = [
         "/sales.php?universe=demo&amount=1&id=t-9",
@@ -213,12 +218,13 @@ async def test_every_spelling_of_one_transaction_gets_one_key_and_only_our_cooki
         "/sales.php?universe=demo&id=t-9&id=t-9&amount=2",
     ]
     cookie = "session=secret-of-the-shop; trk_demo=tok.sig; other=x; trk_shop_b=t2.s"
-    async with running_edge(edge_settings) as base, aiohttp.ClientSession() as session:
-        for path in spellings:
-            async with session.get(URL(base + path, encoded=True), headers={"Cookie": cookie}):
-                pass
+    for path in spellings:
+        async with edge.session.get(
+            URL(edge.base + path, encoded=True), headers={"Cookie": cookie}
+        ):
+            pass
     records = await read_topic(
-        edge_settings.kafka_bootstrap[0], edge_settings.topics.sales, len(spellings)
+        edge_settings.kafka.bootstrap[0], edge_settings.kafka.topics.sales, len(spellings)
     )
     assert {r.key for r in records} == {b"demo\x1ft-9"}
     assert len({r.partition for r in records}) == 1

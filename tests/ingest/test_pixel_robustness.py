@@ -68,7 +68,7 @@ async def test_raw_bytes_in_the_click_cookie_get_the_gif_and_the_sale_counts(
     assert 'tracker_edge_handler_errors_total{endpoint="sales"}' not in text  # the cause is fixed
     assert 'tracker_edge_requests_total{endpoint="sales",outcome="published"} 4.0' in text
     records = await read_topic(
-        edge_settings.kafka_bootstrap[0], edge_settings.topics.sales, len(cookies)
+        edge_settings.kafka.bootstrap[0], edge_settings.kafka.topics.sales, len(cookies)
     )
     calls = sales_as_read(records, edge_settings.secret)
     assert len(calls) == len(cookies)
@@ -96,7 +96,7 @@ async def test_raw_bytes_in_any_header_get_the_gif(
             )  # fmt: skip
             assert_gif(response)
     records = await read_topic(
-        edge_settings.kafka_bootstrap[0], edge_settings.topics.sales, len(headers)
+        edge_settings.kafka.bootstrap[0], edge_settings.kafka.topics.sales, len(headers)
     )
     calls = sales_as_read(records, edge_settings.secret)
     assert len(calls) == len(headers)
@@ -129,7 +129,7 @@ async def test_odd_and_very_long_query_strings_get_the_gif(
             )  # fmt: skip
             assert_gif(response)
     records = await read_topic(
-        edge_settings.kafka_bootstrap[0], edge_settings.topics.sales, len(QUERIES)
+        edge_settings.kafka.bootstrap[0], edge_settings.kafka.topics.sales, len(QUERIES)
     )
     assert len(records) == len(QUERIES)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
@@ -149,7 +149,9 @@ async def test_raw_bytes_in_the_query_get_the_gif_and_are_recorded_as_rejected(
         text = await metrics_text(base)
     assert_gif(response)
     assert 'tracker_edge_requests_total{endpoint="sales",outcome="published"} 1.0' in text
-    records = await read_topic(edge_settings.kafka_bootstrap[0], edge_settings.topics.sales, 1)
+    records = await read_topic(
+        edge_settings.kafka.bootstrap[0], edge_settings.kafka.topics.sales, 1
+    )
     [call] = sales_as_read(records, edge_settings.secret)
     assert (call.status, call.reason) == ("rejected", "malformed_request")
     assert call.amount_raw.startswith("GET /sales.php?")

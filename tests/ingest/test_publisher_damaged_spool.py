@@ -25,7 +25,7 @@ def spooled_sale(settings: EdgeSettings, i: int) -> bytes:
         status="accepted", reason="", universe="demo", transaction_id=f"o{i}",
         amount="1.00", amount_raw="1,00", currency="EUR", customer_id="", click_id="",
     )  # fmt: skip
-    return Message(settings.topics.sales, call.kafka_key(), encode(call)).pack()
+    return Message(settings.kafka.topics.sales, call.kafka_key(), encode(call)).pack()
 
 
 def spool_dir(settings: EdgeSettings) -> Path:
@@ -46,7 +46,7 @@ async def readyz(session: aiohttp.ClientSession, base: str) -> int:
 
 
 async def published_ids(settings: EdgeSettings, count: int) -> list[str]:
-    records = await read_topic(settings.kafka_bootstrap[0], settings.topics.sales, count)
+    records = await read_topic(settings.kafka.bootstrap[0], settings.kafka.topics.sales, count)
     return sorted(c.transaction_id for c in sales_as_read(records, settings.secret))
 
 

@@ -96,6 +96,8 @@ async def test_an_unexpected_error_in_the_publisher_is_logged_counted_and_surviv
         assert sample(text, "tracker_edge_publisher_restarts_total") == 1
     assert failed and len(connects) == 2
 
-    records = await read_topic(edge_settings.kafka_bootstrap[0], edge_settings.topics.sales, 30)
+    records = await read_topic(
+        edge_settings.kafka.bootstrap[0], edge_settings.kafka.topics.sales, 30
+    )
     ids = [c.transaction_id for c in sales_as_read(records, edge_settings.secret)]
     assert sorted(ids) == sorted(f"o{i}" for i in range(30))  # each once, none lost

@@ -171,8 +171,9 @@ async def test_prometheus_scrapes_the_services_evaluates_every_query_and_alerts_
                 )
                 assert found, f"{where}: no rows"
             top_links = [s for w, s in sql_queries if w == "sales/Top links"]
+            # The traffic names no currency: its turnover is shown apart, as "(none)".
             assert await rows(ch, substitute_sql(top_links[0], isolation, frm, now)) == [
-                ("spring", "hero", 1, 120)
+                ("spring", "hero", "(none)", 1, 120)
             ]
 
             # Every dashboard expression returns a series once a few scrapes saw the traffic.

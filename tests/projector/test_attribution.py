@@ -1,12 +1,15 @@
-from projector.attribution import DAY_MS, Attribution, Touch, attribute
+from projector.attribution import DAY_MS, Attribution, attribute
 from scenario import sale
+from schemas.events import ClickContext
 
 WINDOW = 30 * DAY_MS
 SOLD = 100 * DAY_MS
 
 
-def touch(campaign: str, at: int, *, customer: str = "c1", universe: str = "demo") -> Touch:
-    return Touch(universe, customer, campaign, f"{campaign}-link", "main", at, f"click-{campaign}")
+def touch(campaign: str, at: int, *, customer: str = "c1", universe: str = "demo") -> ClickContext:
+    return ClickContext(
+        universe, customer, campaign, f"{campaign}-link", "main", at, f"click-{campaign}"
+    )
 
 
 def test_last_click_before_the_sale_wins() -> None:
@@ -47,8 +50,8 @@ def test_a_carried_click_outside_the_window_falls_back_to_stored_clicks() -> Non
 
 
 def test_ties_on_click_time_break_on_the_click_id_so_replays_agree() -> None:
-    a = Touch("demo", "c1", "ka", "la", "", SOLD - 1, "click-a")
-    b = Touch("demo", "c1", "kb", "lb", "", SOLD - 1, "click-b")
+    a = ClickContext("demo", "c1", "ka", "la", "", SOLD - 1, "click-a")
+    b = ClickContext("demo", "c1", "kb", "lb", "", SOLD - 1, "click-b")
     call = sale("e1", "t1", customer_id="c1", at=SOLD)
     assert attribute(call, [a, b], WINDOW) == attribute(call, [b, a], WINDOW)
     assert attribute(call, [a, b], WINDOW).campaign_id == "kb"

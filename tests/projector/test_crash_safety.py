@@ -23,7 +23,7 @@ from projector.loop import Projector
 from projector.metrics import ProjectorMetrics
 from projector.settings import ProjectorSettings
 from scenario import actual, as_dict, generate, oracle
-from schemas.events import Click
+from schemas.events import Click, SaleCall
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,78 +53,83 @@ class Process:
             self.popen.wait(timeout=60)
 
 
+class Projectors:
+    """Projector processes on the test's own topics and database, each on a free port."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self._env = env
+        self._logs = logs
+        self.started: list[Process] = []
+
+    def start(self, *, batch_max: int, **extra: str) -> Process:
+        process = Process(
+            {
+                **self._env,
+                "TRACKER_PROJECTOR_PORT": str(free_port()),
+                "TRACKER_PROJECTOR_BATCH_MAX": str(batch_max),
+                **extra,
+            },
+            self._logs / f"projector-{len(self.started)}.log",
+        )
+        self.started.append(process)
+        return process
+
+
 @pytest.fixture
-def processes(tmp_path: Path, service_env: dict[str, str]) -> Iterator[list[Process]]:
-    started: list[Process] = []
-    yield started
-    for process in started:
+def projectors(tmp_path: Path, service_env: dict[str, str]) -> Iterator[Projectors]:
+    projectors = Projectors(service_env, tmp_path)
+    yield projectors
+    # A failed test must not leave a projector consuming (and logging) into the next one.
+    for process in projectors.started:
         if process.popen.poll() is None:
             process.popen.kill()
             process.popen.wait()
 
 
-def start(processes: list[Process], tmp_path: Path, env: dict[str, str], **extra: str) -> Process:
-    process = Process(
-        {**env, "TRACKER_PROJECTOR_PORT": str(free_port()), **extra},
-        tmp_path / f"projector-{len(processes)}.log",
-    )
-    processes.append(process)
-    return process
-
-
-async def project_clicks_first(settings: ProjectorSettings, clicks: list[Click]) -> None:
-    """Clicks go in before the sales (as in life), replayed without joining the group."""
+async def clicks_projected_first(
+    settings: ProjectorSettings, *, seed: int, sales: int
+) -> tuple[list[Click], list[SaleCall]]:
+    """A scenario whose clicks are projected before its sales are sent (as in life), replayed
+    without joining the group, so that only the processes under test hold partitions."""
+    clicks, calls = generate(seed=seed, sales=sales)
     await produce(settings, clicks)
     await asyncio.wait_for(
         Projector(settings, ProjectorMetrics(), generation=1).run(asyncio.Event(), burst=True),
         timeout=120,
     )
+    return clicks, calls
 
 
 @pytest.mark.parametrize("stage", ["before-write", "after-write", "after-commit"])
 async def test_projector_killed_at_any_checkpoint_stage_restarts_to_the_same_totals(
-    stage: str,
-    tmp_path: Path,
-    service_env: dict[str, str],
-    projector_settings: ProjectorSettings,
-    ch: AsyncClient,
-    processes: list[Process],
+    stage: str, projector_settings: ProjectorSettings, ch: AsyncClient, projectors: Projectors
 ) -> None:
     db = projector_settings.clickhouse_database
-    clicks, calls = generate(seed=3, sales=1500)
-    await project_clicks_first(projector_settings, clicks)
+    clicks, calls = await clicks_projected_first(projector_settings, seed=3, sales=1500)
     await produce(projector_settings, calls)
 
-    env = {**service_env, "TRACKER_PROJECTOR_BATCH_MAX": "200"}
-    doomed = start(
-        processes, tmp_path, env,
-        TRACKER_PROJECTOR_FAULT=stage, TRACKER_PROJECTOR_FAULT_AFTER_BATCHES="3",
-    )  # fmt: skip
+    doomed = projectors.start(
+        batch_max=200, TRACKER_PROJECTOR_FAULT=stage, TRACKER_PROJECTOR_FAULT_AFTER_BATCHES="3"
+    )
     assert await asyncio.to_thread(doomed.popen.wait, 120) == -signal.SIGKILL
     assert f"fault injection: SIGKILL at {stage} of batch 3" in doomed.text()
     written = (await ch.query(f"SELECT count() FROM {db}.sales_calls")).result_rows[0][0]
     assert written < len(calls)  # it really died half-way
 
-    start(processes, tmp_path, env)
+    projectors.start(batch_max=200)
     await settled(ch, db, len(clicks) + len(calls), timeout=120)
     assert as_dict(await actual(ch, db)) == as_dict(oracle(clicks, calls))
 
 
 async def test_two_projectors_share_the_work_and_one_killed_midway_loses_nothing(
-    tmp_path: Path,
-    service_env: dict[str, str],
-    projector_settings: ProjectorSettings,
-    ch: AsyncClient,
-    processes: list[Process],
+    projector_settings: ProjectorSettings, ch: AsyncClient, projectors: Projectors
 ) -> None:
     db = projector_settings.clickhouse_database
-    clicks, calls = generate(seed=5, sales=3000)
-    await project_clicks_first(projector_settings, clicks)
+    clicks, calls = await clicks_projected_first(projector_settings, seed=5, sales=3000)
 
-    env = {**service_env, "TRACKER_PROJECTOR_BATCH_MAX": "50"}
-    first = start(processes, tmp_path, env)
+    first = projectors.start(batch_max=50)
     first.wait_for_log("partitions assigned")
-    second = start(processes, tmp_path, env)
+    second = projectors.start(batch_max=50)
     # The group rebalanced: each member holds part of the partitions.
     second.wait_for_log("partitions assigned")
     assert "partitions revoked" in first.text()

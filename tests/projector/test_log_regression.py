@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 async def recreate(settings: ProjectorSettings, topic: str) -> None:
     """Delete ``topic`` and create it again, empty, with as many partitions."""
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=list(settings.kafka_bootstrap), request_timeout_ms=10_000
+        bootstrap_servers=list(settings.kafka.bootstrap), request_timeout_ms=10_000
     )
     await admin.start()
     try:
@@ -47,7 +47,7 @@ async def recreate(settings: ProjectorSettings, topic: str) -> None:
         async def created() -> bool:
             try:
                 await admin.create_topics(
-                    [NewTopic(topic, settings.kafka_partitions, settings.kafka_replication)]
+                    [NewTopic(topic, settings.kafka.partitions, settings.kafka.replication)]
                 )
             except KafkaError:
                 return False  # the deletion is not through yet
@@ -104,8 +104,8 @@ async def test_a_topic_recreated_under_a_running_projector_is_refused_until_the_
     caplog.set_level(logging.INFO, logger="projector")
     settings = projector_settings
     db = settings.clickhouse_database
-    topic = settings.topics.sales
-    sales_partitions = {TopicPartition(topic, p) for p in range(settings.kafka_partitions)}
+    topic = settings.kafka.topics.sales
+    sales_partitions = {TopicPartition(topic, p) for p in range(settings.kafka.partitions)}
     clicks, calls = generate(seed=19, sales=400)
     old, new = calls[:200], calls[200:]
     late_click = click("late-click", "nobody-else", "autumn", "a-9", at=T0)
@@ -168,10 +168,10 @@ async def start_with_a_shorter_log(
         await settled(ch, db, len(first))
     [(partition,)] = await rows(ch, f"SELECT DISTINCT kafka_partition FROM {db}.sales_calls_g1")
     assert isinstance(partition, int)
-    await recreate(settings, settings.topics.sales)
+    await recreate(settings, settings.kafka.topics.sales)
     second = [(b"same", encode(sale(f"b{i}", f"tb{i}", amount="1"))) for i in range(3)]
     await produce(settings, second)
-    return TopicPartition(settings.topics.sales, partition), len(first) + len(second)
+    return TopicPartition(settings.kafka.topics.sales, partition), len(first) + len(second)
 
 
 async def test_a_log_shorter_than_the_position_is_refused_at_start_and_accepted_by_the_cli(
@@ -204,7 +204,7 @@ async def test_a_log_shorter_than_the_position_is_refused_at_start_and_accepted_
 
         assert await cli(service_env, "accept-log", "--topic", "nope", "--partition", "0") == (
             1, "",
-            f"accept-log: unknown topic 'nope': the projector reads {settings.topics.clicks} "
+            f"accept-log: unknown topic 'nope': the projector reads {settings.kafka.topics.clicks} "
             f"and {tp.topic}",
         )  # fmt: skip
         code, _, err = await cli(
@@ -320,13 +320,13 @@ async def test_a_database_of_the_previous_schema_keeps_its_positions_without_fin
     db = settings.clickhouse_database
     calls = [sale(f"e{i}", f"t{i}", amount="2") for i in range(7)]
     await produce(settings, [(b"same", encode(call)) for call in calls])
-    records = await read_topic(settings.kafka_bootstrap[0], settings.topics.sales, len(calls))
+    records = await read_topic(settings.kafka.bootstrap[0], settings.kafka.topics.sales, len(calls))
     partition = records[0].partition
     for sql in LEGACY:
         await ch.command(sql.replace("{db}", db))
     # The previous projector wrote the first five (and its views stored position 5).
     legacy = [
-        sales_call_row(call, COUNTED, None, (settings.topics.sales, partition, i, 0, 0))[:-2]
+        sales_call_row(call, COUNTED, None, (settings.kafka.topics.sales, partition, i, 0, 0))[:-2]
         for i, call in enumerate(calls[:5])
     ]
     await ch.insert(f"{db}.sales_calls_g1", legacy, column_names=list(SALES_CALLS_COLUMNS[:-2]))
@@ -346,7 +346,9 @@ async def test_a_database_of_the_previous_schema_keeps_its_positions_without_fin
     ) == [(0, 0, False), (1, 0, False), (2, 0, False), (3, 0, False), (4, 0, False),
           (5, 0, True), (6, 0, True)]  # fmt: skip
     said = [r for r in caplog.records if "no fingerprint to compare" in r.getMessage()]
-    assert len(said) == 1 and f"{settings.topics.sales}[{partition}]@5" in said[0].getMessage()
+    assert (
+        len(said) == 1 and f"{settings.kafka.topics.sales}[{partition}]@5" in said[0].getMessage()
+    )
     assert await rows(
         ch, f"SELECT name FROM system.tables WHERE database = '{db}' AND name LIKE 'positions%'"
     ) == [("positions_g1",)]

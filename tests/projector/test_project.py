@@ -4,14 +4,14 @@ from collections.abc import Sequence
 
 from aiokafka import TopicPartition
 
-from projector.attribution import DAY_MS, Touch
+from projector.attribution import DAY_MS
 from projector.decode import Events, Failure
 from projector.dedupe import dedupe_key
 from projector.positions import Stored
 from projector.project import Facts, Projected, Written, project
 from projector.rows import Position, Row
 from scenario import T0, click, sale
-from schemas.events import Click, SaleCall
+from schemas.events import Click, ClickContext, SaleCall
 
 SALES = TopicPartition("t.sales", 0)
 CLICKS = TopicPartition("t.clicks", 0)
@@ -85,8 +85,8 @@ def test_a_sale_is_attributed_to_a_click_of_the_same_batch() -> None:
 
 def test_a_sale_is_attributed_to_the_stored_click_when_later_than_the_batch_one() -> None:
     clicked = click("click-1", "c1", "k1", "l1", at=T0 - 10)
-    stored = Touch("demo", "c1", "k2", "l2", "main", T0 - 5, "click-2")
-    facts = Facts(generation=1, touches=[stored])
+    stored = ClickContext("demo", "c1", "k2", "l2", "main", T0 - 5, "click-2")
+    facts = Facts(generation=1, clicks=[stored])
     projected = run(batch([sale("e1", "t1", customer_id="c1", at=T0)], [clicked]), facts)
     [(row, _)] = projected.rows.calls
     assert campaign(row) == "k2"

@@ -20,6 +20,7 @@ from projector.rebuild import rebuild
 from projector.settings import ProjectorSettings
 from projector.sink import ClickHouseSink
 from scenario import DAY_MS, T0, actual, as_dict, click, generate, oracle, sale
+from schemas.ddl import meta_statements, table_statements, view_statements
 from schemas.events import Click, SaleCall, encode
 
 
@@ -93,7 +94,7 @@ async def test_refreshes_and_pixel_plus_api_duplicates_count_once(
         ("e5", "duplicate", "transaction_already_counted"),
     ]
     assert await rows(ch, f"SELECT * FROM {db}.campaign_turnover") == [
-        ("demo", "", 2, Decimal("105"))
+        ("demo", "", "", 2, Decimal("105"))
     ]
 
 
@@ -212,6 +213,51 @@ async def test_universes_never_mix(projector_settings: ProjectorSettings, ch: As
     ]
 
 
+async def test_currencies_are_never_added_up(
+    projector_settings: ProjectorSettings, ch: AsyncClient
+) -> None:
+    clicks = [click("c1", "alice", "promo", "p-1", at=T0)]
+    calls = [
+        sale("e1", "t1", customer_id="alice", amount="10", at=T0 + 1, currency="EUR"),
+        sale("e2", "t2", customer_id="alice", amount="10", at=T0 + 2, currency="USD"),
+        sale("e3", "t3", customer_id="alice", amount="2.5", at=T0 + 3),  # named no currency
+    ]
+    await feed(projector_settings, ch, clicks, calls)
+    db = projector_settings.clickhouse_database
+    per_currency = [
+        ("", 1, Decimal("2.5")),
+        ("EUR", 1, Decimal(10)),
+        ("USD", 1, Decimal(10)),
+    ]
+    for view, keys in (
+        ("campaign_turnover", "campaign_id = 'promo'"),
+        ("customer_turnover", "customer_id = 'alice'"),
+        ("link_turnover", "campaign_id = 'promo' AND link_id = 'p-1'"),
+        ("campaign_turnover_daily", "campaign_id = 'promo' AND day = '2026-01-01'"),
+    ):
+        assert (
+            await rows(
+                ch,
+                f"SELECT currency, purchases, turnover FROM {db}.{view} "
+                f"WHERE universe = 'demo' AND {keys} ORDER BY currency",
+            )
+            == per_currency
+        ), view
+    for currency, found in (
+        ("EUR", [("alice", 1, Decimal(10))]),
+        ("", [("alice", 1, Decimal("2.5"))]),
+        ("GBP", []),
+    ):
+        assert (
+            await rows(
+                ch,
+                f"SELECT * FROM {db}.customers_by_turnover"
+                f"(universe='demo', currency='{currency}', min=1, max=20)",
+            )
+            == found
+        ), currency
+
+
 async def test_undecodable_message_goes_to_dead_letters_and_the_partition_moves_on(
     projector_settings: ProjectorSettings, ch: AsyncClient
 ) -> None:
@@ -227,12 +273,12 @@ async def test_undecodable_message_goes_to_dead_letters_and_the_partition_moves_
         ch, f"SELECT payload, startsWith(reason, 'not JSON') FROM {db}.dead_letters"
     ) == [("{broken", True)]
     dead = await read_topic(
-        projector_settings.kafka_bootstrap[0], projector_settings.topics.dead_letters, 1
+        projector_settings.kafka.bootstrap[0], projector_settings.kafka.topics.dead_letters, 1
     )
     assert [d.value for d in dead] == [b"{broken"]
     headers = dict(dead[0].headers)
     assert headers["reason"].startswith(b"not JSON")
-    assert headers["source"].startswith(projector_settings.topics.sales.encode() + b"[")
+    assert headers["source"].startswith(projector_settings.kafka.topics.sales.encode() + b"[")
     assert projector.metrics.dead_letters._value.get() == 1
     # A replay does not dead-letter it again: its position is stored with the results.
     await replay(projector_settings)
@@ -259,12 +305,12 @@ async def test_sql_surface_answers_the_documented_examples(
         click("c3", "carol", "summer", "hero", at=T0),
     ]
     calls = [
-        sale("e1", "o-1", customer_id="alice", amount="120.00", at=T0 + DAY_MS),
-        sale("e2", "o-1", customer_id="alice", amount="120.00", at=T0 + DAY_MS),
-        sale("e3", "o-2", customer_id="alice", amount="80.50", at=T0 + 2 * DAY_MS),
-        sale("e4", "o-3", customer_id="bob", amount="1500", at=T0 + DAY_MS),
-        sale("e5", "o-4", customer_id="carol", amount="40", at=T0 + DAY_MS),
-        sale("e6", "o-5", amount="9.99", at=T0 + DAY_MS),
+        sale("e1", "o-1", customer_id="alice", amount="120.00", at=T0 + DAY_MS, currency="EUR"),
+        sale("e2", "o-1", customer_id="alice", amount="120.00", at=T0 + DAY_MS, currency="EUR"),
+        sale("e3", "o-2", customer_id="alice", amount="80.50", at=T0 + 2 * DAY_MS, currency="EUR"),
+        sale("e4", "o-3", customer_id="bob", amount="1500", at=T0 + DAY_MS, currency="EUR"),
+        sale("e5", "o-4", customer_id="carol", amount="40", at=T0 + DAY_MS, currency="EUR"),
+        sale("e6", "o-5", amount="9.99", at=T0 + DAY_MS, currency="USD"),
         sale(
             "e7",
             "o-6",
@@ -278,35 +324,36 @@ async def test_sql_surface_answers_the_documented_examples(
     db = projector_settings.clickhouse_database
     assert await rows(
         ch,
-        f"SELECT campaign_id, purchases, turnover FROM {db}.campaign_turnover WHERE universe = 'demo' ORDER BY turnover DESC",
+        f"SELECT campaign_id, currency, purchases, turnover FROM {db}.campaign_turnover WHERE universe = 'demo' ORDER BY turnover DESC",
     ) == [
-        ("spring", 3, Decimal("1700.5")),
-        ("summer", 1, Decimal("40")),
-        ("", 1, Decimal("9.99")),
+        ("spring", "EUR", 3, Decimal("1700.5")),
+        ("summer", "EUR", 1, Decimal("40")),
+        ("", "USD", 1, Decimal("9.99")),
     ]
     assert await rows(
         ch,
-        f"SELECT campaign_id, link_id, purchases, turnover FROM {db}.link_turnover WHERE universe = 'demo' ORDER BY campaign_id, link_id",
+        f"SELECT campaign_id, link_id, currency, purchases, turnover FROM {db}.link_turnover WHERE universe = 'demo' ORDER BY campaign_id, link_id",
     ) == [
-        ("", "", 1, Decimal("9.99")),
-        ("spring", "footer", 1, Decimal("1500")),
-        ("spring", "hero", 2, Decimal("200.5")),
-        ("summer", "hero", 1, Decimal("40")),
+        ("", "", "USD", 1, Decimal("9.99")),
+        ("spring", "footer", "EUR", 1, Decimal("1500")),
+        ("spring", "hero", "EUR", 2, Decimal("200.5")),
+        ("summer", "hero", "EUR", 1, Decimal("40")),
     ]
     assert await rows(
         ch,
-        f"SELECT customer_id, purchases, turnover FROM {db}.customer_turnover WHERE universe = 'demo' ORDER BY customer_id",
+        f"SELECT customer_id, currency, purchases, turnover FROM {db}.customer_turnover WHERE universe = 'demo' ORDER BY customer_id",
     ) == [
-        ("alice", 2, Decimal("200.5")),
-        ("bob", 1, Decimal("1500")),
-        ("carol", 1, Decimal("40")),
+        ("alice", "EUR", 2, Decimal("200.5")),
+        ("bob", "EUR", 1, Decimal("1500")),
+        ("carol", "EUR", 1, Decimal("40")),
     ]
     assert await rows(
-        ch, f"SELECT * FROM {db}.customers_by_turnover(universe='demo', min=100, max=1000)"
+        ch,
+        f"SELECT * FROM {db}.customers_by_turnover(universe='demo', currency='EUR', min=100, max=1000)",
     ) == [("alice", 2, Decimal("200.5"))]
     assert await rows(
         ch,
-        f"SELECT day, purchases, turnover FROM {db}.campaign_turnover_daily WHERE campaign_id = 'spring' ORDER BY day",
+        f"SELECT day, purchases, turnover FROM {db}.campaign_turnover_daily WHERE campaign_id = 'spring' AND currency = 'EUR' ORDER BY day",
     ) == [
         (date(2026, 1, 2), 2, Decimal("1620")),
         (date(2026, 1, 3), 1, Decimal("80.5")),
@@ -344,6 +391,45 @@ async def test_rebuild_yields_identical_tables(
         more = [sale("late-1", "late-tx", amount="1.5", universe="shop_a")]
         await feeder.send(more)
         assert as_dict(await actual(ch, db)) == as_dict(oracle(clicks, calls + more))
+
+
+def before_currencies(sql: str) -> str:
+    """A statement as the schema before per-currency rollups had it."""
+    if "_rollup_g" not in sql and "customer_turnover\n" not in sql:
+        return sql
+    return (
+        sql.replace("\n  AND currency = {currency:String}", "")
+        .replace(", currency LowCardinality(String)", "")
+        .replace(", currency", "")
+    )
+
+
+async def test_a_generation_without_per_currency_rollups_keeps_answering_until_a_rebuild(
+    projector_settings: ProjectorSettings, ch: AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="projector")
+    db = projector_settings.clickhouse_database
+    for sql in meta_statements(db):
+        await ch.command(sql)
+    await ch.command(f"INSERT INTO {db}.generations (generation) VALUES (1)")
+    for sql in [*table_statements(db, 1), *view_statements(db, 1)]:
+        await ch.command(before_currencies(sql))
+    assert "currency" not in str(await rows(ch, f"DESCRIBE TABLE {db}.campaign_turnover"))
+    calls = [
+        sale("e1", "t1", amount="10", currency="EUR"),
+        sale("e2", "t2", amount="10", currency="USD"),
+    ]
+    # Today's projector on it: it starts, counts, and leaves the old views as they were.
+    await feed(projector_settings, ch, [], calls)
+    assert await rows(ch, f"SELECT * FROM {db}.campaign_turnover") == [("demo", "", 2, Decimal(20))]
+    assert any("predates per-currency rollups" in r.getMessage() for r in caplog.records)
+
+    assert await rebuild(projector_settings, write=lambda _: None) == 2
+    assert await rows(ch, f"SELECT * FROM {db}.campaign_turnover ORDER BY currency") == [
+        ("demo", "", "EUR", 1, Decimal(10)),
+        ("demo", "", "USD", 1, Decimal(10)),
+    ]
+    assert as_dict(await actual(ch, db)) == as_dict(oracle([], calls))
 
 
 async def test_tiny_batches_with_a_write_always_in_flight_count_exactly(
@@ -385,7 +471,7 @@ async def test_a_sale_is_attributed_to_a_click_whose_write_is_still_in_flight(
             )
             return value or 0.0
 
-        topics = projector_settings.topics
+        topics = projector_settings.kafka.topics
         await produce(projector_settings, [click("c1", "alice", "spring", "spring-hero", at=T0)])
         await eventually(lambda: projected(topics.clicks), lambda n: n == 1)
         await produce(projector_settings, [sale("e1", "t1", customer_id="alice", at=T0 + 1)])

@@ -115,7 +115,7 @@ async def test_a_rebuild_under_new_rules_counts_calls_rejected_before(
         ("t4", Decimal(1), "e4"),
     ]
     assert await rows(ch, f"SELECT * FROM {db}.campaign_turnover") == [
-        ("demo", "", 4, Decimal("23.75"))
+        ("demo", "", "", 4, Decimal("23.75"))
     ]
     assert await rows(ch, f"SELECT customer_id, purchases, turnover FROM {db}.customer_turnover") == [
         ("alice", 1, Decimal(7))
@@ -139,13 +139,13 @@ def expected_from_json(data: dict[str, Any]) -> Expected:
 async def publish_exact(settings: ProjectorSettings, records: list[dict[str, str]]) -> None:
     """Publish the fixture's records byte for byte (never re-encoded by today's code)."""
     await ensure_topics(
-        settings.kafka_bootstrap, settings.topics,
-        partitions=settings.kafka_partitions, replication=settings.kafka_replication,
+        settings.kafka.bootstrap, settings.kafka.topics,
+        partitions=settings.kafka.partitions, replication=settings.kafka.replication,
     )  # fmt: skip
-    producer = AIOKafkaProducer(bootstrap_servers=list(settings.kafka_bootstrap), acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=list(settings.kafka.bootstrap), acks="all")
     await producer.start()
     try:
-        topics = {"clicks": settings.topics.clicks, "sales": settings.topics.sales}
+        topics = {"clicks": settings.kafka.topics.clicks, "sales": settings.kafka.topics.sales}
         futures = [
             await producer.send(topics[r["topic"]], r["value"].encode(), key=r["key"].encode())
             for r in records
@@ -209,7 +209,8 @@ async def test_raw_events_give_the_typed_events_tables(
     typed_db = raw_settings.clickhouse_database + "_typed"
     typed_settings = dataclasses.replace(
         raw_settings, clickhouse_database=typed_db,
-        topics=Topics(f"{typed_db}."), group_id=f"{typed_db}-projector",
+        kafka=dataclasses.replace(raw_settings.kafka, topics=Topics(f"{typed_db}.")),
+        group_id=f"{typed_db}-projector",
     )  # fmt: skip
     try:
         await project(typed_settings, ch, clicks, calls)

@@ -3,7 +3,9 @@ import pytest
 from ingest.settings import EdgeSettings
 from projector.settings import ProjectorSettings
 from schemas.environ import ConfigError, mask_url
+from schemas.kafka_settings import KafkaSettings
 from schemas.rules import Rules
+from schemas.topics import Topics
 
 SECRET = {"TRACKER_SECRET": "s" * 32}
 
@@ -11,10 +13,24 @@ SECRET = {"TRACKER_SECRET": "s" * 32}
 def test_edge_needs_nothing_but_a_secret() -> None:
     settings = EdgeSettings.from_env(SECRET)
     assert settings.port == 8080
-    assert settings.kafka_bootstrap == ("127.0.0.1:9092",)
-    assert settings.topics.sales == "tracker.sales"
-    assert settings.kafka_idempotence is True
+    assert settings.kafka.bootstrap == ("127.0.0.1:9092",)
+    assert settings.kafka.topics.sales == "tracker.sales"
+    assert settings.kafka.idempotence is True
     assert "s" * 32 not in repr(settings)
+
+
+def test_edge_and_projector_read_the_same_kafka_settings() -> None:
+    env = {
+        **SECRET,
+        "TRACKER_KAFKA_BOOTSTRAP": "k1:9092, k2:9093",
+        "TRACKER_TOPIC_PREFIX": "shop.",
+        "TRACKER_KAFKA_PARTITIONS": "12",
+        "TRACKER_KAFKA_REPLICATION": "3",
+        "TRACKER_KAFKA_IDEMPOTENCE": "false",
+    }
+    expected = KafkaSettings(("k1:9092", "k2:9093"), Topics("shop."), 12, 3, idempotence=False)
+    assert EdgeSettings.from_env(env).kafka == expected
+    assert ProjectorSettings.from_env(env).kafka == expected
 
 
 def test_edge_refuses_to_start_without_a_secret() -> None:

@@ -134,9 +134,9 @@ async def test_every_message_the_edge_publishes_validates_against_the_committed_
         async with session.get(URL(url, encoded=True), allow_redirects=False) as response:
             assert response.status == 302
 
-    bootstrap = edge_settings.kafka_bootstrap[0]
-    sales = await read_topic(bootstrap, edge_settings.topics.sales, len(PIXEL_PATHS) + 3 + 5)
-    [click] = await read_topic(bootstrap, edge_settings.topics.clicks, 1)
+    bootstrap = edge_settings.kafka.bootstrap[0]
+    sales = await read_topic(bootstrap, edge_settings.kafka.topics.sales, len(PIXEL_PATHS) + 3 + 5)
+    [click] = await read_topic(bootstrap, edge_settings.kafka.topics.clicks, 1)
     assert len(sales) == len(PIXEL_PATHS) + 3 + 5
 
     sales_schema, clicks_schema = committed("sales"), committed("clicks")
@@ -254,8 +254,8 @@ async def test_the_documented_librdkafka_consumer_reads_what_the_edge_published(
                                        (b"demo\x1ffuture", future)])  # fmt: skip
 
     code, out, err = await run(
-        sys.executable, str(EXAMPLE), "--bootstrap", edge_settings.kafka_bootstrap[0],
-        "--topic", edge_settings.topics.sales, "--group", f"{isolation}-reader",
+        sys.executable, str(EXAMPLE), "--bootstrap", edge_settings.kafka.bootstrap[0],
+        "--topic", edge_settings.kafka.topics.sales, "--group", f"{isolation}-reader",
         "--max-messages", "4", "--idle-timeout", "20",
     )  # fmt: skip
     assert code == 0, err

@@ -1,7 +1,16 @@
 import orjson
 import pytest
 
-from schemas.events import SALE_SCHEMA_VERSION, EventDecodeError, SaleCall, decode_sale, encode
+from schemas.events import (
+    SALE_SCHEMA_VERSION,
+    Click,
+    ClickContext,
+    EventDecodeError,
+    SaleCall,
+    decode_click,
+    decode_sale,
+    encode,
+)
 
 
 def sale(**changes: object) -> SaleCall:
@@ -27,6 +36,27 @@ def test_sale_call_round_trips_through_json() -> None:
     event = sale()
     assert decode_sale(encode(event)) == event
     assert orjson.loads(encode(event))["v"] == SALE_SCHEMA_VERSION
+
+
+CLICK = ClickContext("demo", "alice", "spring", "hero", "mail", 5, "click-1")
+
+
+def test_a_click_event_carries_its_click_context_under_the_same_json_as_ever() -> None:
+    event = Click.of(CLICK, client_hash="h")
+    assert orjson.loads(encode(event)) == {
+        "event_id": "click-1", "clicked_at_ms": 5, "universe": "demo", "customer_id": "alice",
+        "campaign_id": "spring", "link_id": "hero", "product": "mail", "client_hash": "h", "v": 1,
+    }  # fmt: skip
+    assert decode_click(encode(event)).context() == CLICK
+
+
+def test_a_sale_carries_its_verified_click_context_or_none() -> None:
+    carried = sale(
+        click_id="click-1", campaign_id="spring", link_id="hero", product="mail",
+        click_customer_id="alice", clicked_at_ms=5,
+    )  # fmt: skip
+    assert carried.carried_click() == CLICK
+    assert sale().carried_click() is None
 
 
 def test_calls_of_one_transaction_share_a_key_and_calls_without_id_do_not() -> None:

@@ -1,7 +1,7 @@
 import pytest
 
+from schemas.events import ClickContext
 from schemas.signing import (
-    ClickToken,
     Link,
     SignatureError,
     link_url,
@@ -15,7 +15,17 @@ from schemas.signing import (
 SECRET = "s" * 40
 LINK = Link("shop", "cust-1", "spring", "hero", "https://shop.example/p?x=1", "newsletter")
 DAY = 86_400_000
-CLICK = ClickToken("shop", "cust-1", "spring", "hero", "newsletter", 1_000 * DAY, "click-1")
+CLICK = ClickContext("shop", "cust-1", "spring", "hero", "newsletter", 1_000 * DAY, "click-1")
+
+
+def test_a_followed_link_is_the_click_its_token_carries_in_the_same_bytes_as_ever() -> None:
+    click = LINK.click(1_000 * DAY, "click-1")
+    assert click == CLICK
+    # Cookies and click ids already out there must still read: the signed bytes never change.
+    assert make_token(SECRET, click) == (
+        "WyJzaG9wIiwiY3VzdC0xIiwic3ByaW5nIiwiaGVybyIsIm5ld3NsZXR0ZXIiLDg2NDAwMDAwMDAwLCJjbGljay0xIl0"
+        ".-NfXVqShE6gV__2X-aa2Lz"
+    )
 
 
 def test_a_signed_link_verifies() -> None:
