@@ -83,8 +83,9 @@ class ProjectorMetrics:
             self.retries.labels(operation)
         self.already_written = Counter(
             "tracker_projector_already_written_records",
-            "Records fetched again and not written, because ClickHouse already held them (a "
-            "restart between write and commit, a rebalance, a replay)",
+            "Records fetched and not written, because ClickHouse already held them: written "
+            "by another instance in a rebalance, or fetched again after a rewind (a restart "
+            "resumes where ClickHouse's positions say, so it does not count here)",
             registry=self.registry,
         )
         self.batch_size = Histogram(
