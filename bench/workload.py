@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from schemas.events import Click, SaleCall
+from schemas.events import Click, ClickContext, SaleCall
 from schemas.raw import ClickRequest, SaleRequest
 from schemas.rules import cookie_name
-from schemas.signing import ClickToken, Link, link_url, make_token
+from schemas.signing import Link, link_url, make_token
 
 DAY_MS = 86_400_000
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -215,7 +215,7 @@ def as_raw(call: SaleCall, secret: str) -> SaleRequest:
     if call.clicked_at_ms:
         token = make_token(
             secret,
-            ClickToken(call.universe, call.click_customer_id, call.campaign_id, call.link_id,
+            ClickContext(call.universe, call.click_customer_id, call.campaign_id, call.link_id,
                        call.product, call.clicked_at_ms, call.click_id),
         )  # fmt: skip
     values = {

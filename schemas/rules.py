@@ -13,9 +13,9 @@ from typing import Final
 from urllib.parse import parse_qsl
 
 from schemas.amount import MAX_AMOUNT, MAX_DECIMALS, AmountError, canonical, parse_amount
-from schemas.events import SaleCall, SaleSource
+from schemas.events import ClickContext, SaleCall, SaleSource
 from schemas.reasons import MESSAGES, Reason
-from schemas.signing import ClickToken, Link, SignatureError, read_token, safe_target
+from schemas.signing import Link, SignatureError, read_token, safe_target
 from schemas.unicode import is_unicode
 
 COOKIE_PREFIX: Final = "trk_"
@@ -135,13 +135,13 @@ def cookie_name(universe: str) -> str:
 
 def resolve_context(
     click_id: str, cookie: str, *, universe: str, now_ms: int, secret: str, window_ms: int
-) -> tuple[ClickToken | None, list[tuple[str, str]]]:
+) -> tuple[ClickContext | None, list[tuple[str, str]]]:
     """The most recent genuine click of ``universe`` among the cookie and the click id, and
     what was seen of each (``[(source, outcome)]``, outcome "valid" or the refusal reason).
 
     A forged, expired, malformed or foreign token is ignored, never trusted.
     """
-    found: list[ClickToken] = []
+    found: list[ClickContext] = []
     seen: list[tuple[str, str]] = []
     for source, token in (("cookie", cookie), ("click_id", click_id)):
         if not token:
@@ -157,7 +157,7 @@ def resolve_context(
 
 
 # Given the universe and the click id of an accepted call, the click it may be attributed to.
-ContextResolver = Callable[[str, str], ClickToken | None]
+ContextResolver = Callable[[str, str], ClickContext | None]
 
 
 def sale_call(

@@ -121,11 +121,6 @@ def link_url(base_url: str, secret: str, link: Link) -> str:
     return f"{base_url}/click?{urlencode(query)}"
 
 
-# The former name of what a token carries, still imported by schemas/rules.py and
-# bench/workload.py; one type, not a copy.
-ClickToken = ClickContext
-
-
 def make_token(secret: str, click: ClickContext) -> str:
     payload = _b64(
         orjson.dumps(

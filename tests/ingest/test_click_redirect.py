@@ -18,9 +18,10 @@ from helpers import Edge, clicks_as_read, read_topic, sales_as_read
 from ingest.click import CLICK_PARAMETER
 from ingest.settings import EdgeSettings
 from projector.interpret import interpret_sale
+from schemas.events import ClickContext
 from schemas.raw import decode_click_request, decode_sale_request
 from schemas.rules import Rules
-from schemas.signing import ClickToken, Link, link_url, make_token, read_token, sign_link
+from schemas.signing import Link, link_url, make_token, read_token, sign_link
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = "https://shop.example/landing?utm=mail#offer"
@@ -199,10 +200,10 @@ async def test_forged_expired_and_foreign_contexts_are_ignored_and_reported(
 ) -> None:
     now = 1_900_000_000_000
     forged = make_token(
-        "another-secret-" + "y" * 30, ClickToken("demo", "c", "k", "l", "", now, "x")
+        "another-secret-" + "y" * 30, ClickContext("demo", "c", "k", "l", "", now, "x")
     )
-    expired = make_token(edge_settings.secret, ClickToken("demo", "c", "old", "l", "", 1, "x"))
-    foreign = make_token(edge_settings.secret, ClickToken("other", "c", "k", "l", "", now, "x"))
+    expired = make_token(edge_settings.secret, ClickContext("demo", "c", "old", "l", "", 1, "x"))
+    foreign = make_token(edge_settings.secret, ClickContext("other", "c", "k", "l", "", now, "x"))
     for i, token in enumerate((forged, expired, foreign, "not-a-token")):
         async with edge.session.get(
             f"{edge.base}/sales.php?universe=demo&amount=1&id=t{i}",

@@ -15,7 +15,8 @@ from ingest.gif import PIXEL
 from ingest.settings import EdgeSettings
 from ingest.throttled_log import ThrottledLog
 from rawhttp import RawResponse, exchange, request_head
-from schemas.signing import ClickToken, make_token
+from schemas.events import ClickContext
+from schemas.signing import make_token
 
 SALE = b"/sales.php?universe=demo&amount=10&id="
 
@@ -42,7 +43,7 @@ def one_warning_per_test(monkeypatch: pytest.MonkeyPatch) -> ThrottledLog:
 
 
 def genuine_payload(settings: EdgeSettings) -> str:
-    token = make_token(settings.secret, ClickToken("demo", "c", "k", "l", "", 1, "x"))
+    token = make_token(settings.secret, ClickContext("demo", "c", "k", "l", "", 1, "x"))
     return token.partition(".")[0]
 
 
