@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install tools run up down status sign-link demo test test-only lint format typecheck bench chaos clean
+.PHONY: help install tools run up down status sign-link demo dashboard dashboard-png test test-only lint format typecheck bench chaos clean
 BENCH_SCALE ?= full
 CHAOS_SCALE ?= full
 # `make run PROMETHEUS=1` (or `make up PROMETHEUS=1`): also a local Prometheus with the alerts.
@@ -34,9 +34,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install the project, the local services and the dev tools
 
-tools: ## install wrk, nginx and prometheus (Debian packages) when missing: load tool, pixel reference, alert checks
+tools: ## install wrk, nginx, prometheus and chromium (Debian packages) when missing: load tool, pixel reference, alert checks, dashboard page
 	@{ command -v wrk && test -x /usr/sbin/nginx; } >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk nginx-light >/dev/null; }
 	@command -v promtool >/dev/null || { apt-get update -qq && apt-get install -y -qq prometheus >/dev/null; }
+# chromium (about 25 s to install): tests/compose/test_dashboard.py renders the /dashboard page.
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
 run: $(STAMP) ## start broker, ClickHouse, projector and edge in the foreground (Ctrl-C stops all; PROMETHEUS=1 adds Prometheus)
 	$(BIN)/python -m compose run
@@ -56,6 +58,13 @@ sign-link: $(STAMP) ## print a tracked link signed for the local stack (UNIVERSE
 
 demo: $(STAMP) ## load the README's SQL example (alice, bob, carol) through the running stack's edge
 	$(BIN)/python -m compose.demo
+
+dashboard: $(STAMP) ## print the URL of ClickHouse's /dashboard page with the analysts' charts (local stack)
+	@$(BIN)/python -m compose.dashboard
+
+dashboard-png: $(STAMP) tools ## write docs/dashboard.png: the page in headless chromium, the test scenario loaded
+	TRACKER_DASHBOARD_PNG=$(CURDIR)/docs/dashboard.png $(BIN)/python -m pytest -q -p no:cacheprovider \
+	  tests/compose/test_dashboard.py -k real_browser
 
 test: $(STAMP) lint typecheck test-only ## lint, type-check, then every test against real services
 

@@ -140,6 +140,9 @@ def _print_try_it(settings: StackSettings) -> None:
     query = "SELECT+campaign_id,currency,purchases,turnover+FROM+tracker.campaign_turnover"
     print(f"  curl '{settings.clickhouse_url}/?query={query}+FORMAT+PrettyCompact'")
     print("  # the README's SQL examples (alice, bob, carol): `make demo`, then its queries")
+    print(
+        "  # the analysts' charts on ClickHouse's /dashboard page: `make dashboard` prints the URL"
+    )
 
 
 def up(settings: StackSettings, timeout: float = 180.0) -> int:
