@@ -106,8 +106,10 @@ class Visit:
     click: str  # the trk_click token the landing page received
 
 
-def follow(target: Target, customer: str, campaign: str, link: str) -> Visit:
-    url = link_url(target.edge, target.secret, Link(UNIVERSE, customer, campaign, link, LANDING))
+def follow(target: Target, customer: str, campaign: str, link: str, product: str = "") -> Visit:
+    url = link_url(
+        target.edge, target.secret, Link(UNIVERSE, customer, campaign, link, LANDING, product)
+    )
     try:
         _opener.open(url, timeout=10)
     except urllib.error.HTTPError as answer:
