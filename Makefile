@@ -19,6 +19,8 @@ CAMPAIGN ?= spring
 LINK ?= hero
 URL ?= https://shop.example/landing
 PRODUCT ?=
+# `make dashboard`'s charts open on this universe and currency (both can be changed on the page).
+CURRENCY ?= EUR
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -59,8 +61,8 @@ sign-link: $(STAMP) ## print a tracked link signed for the local stack (UNIVERSE
 demo: $(STAMP) ## load the README's SQL example (alice, bob, carol) through the running stack's edge
 	$(BIN)/python -m compose.demo
 
-dashboard: $(STAMP) ## print the URL of ClickHouse's /dashboard page with the analysts' charts (local stack)
-	@$(BIN)/python -m compose.dashboard
+dashboard: $(STAMP) ## print the URL of ClickHouse's /dashboard page with the analysts' charts (UNIVERSE= CURRENCY=)
+	@$(BIN)/python -m compose.dashboard --universe '$(UNIVERSE)' --currency '$(CURRENCY)'
 
 dashboard-png: $(STAMP) tools ## write docs/dashboard.png: the page in headless chromium, the test scenario loaded
 	TRACKER_DASHBOARD_PNG=$(CURDIR)/docs/dashboard.png $(BIN)/python -m pytest -q -p no:cacheprovider \

@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import sys
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -154,19 +155,29 @@ def chart_sql(chart: Chart, database: str) -> str:
     return chart.sql.replace("tracker.", f"{database}.")
 
 
+def page_host(clickhouse_url: str) -> tuple[str, str]:
+    """The server as the page's state names it (``scheme://host:port/``) and the user of
+    ``clickhouse_url`` ("" for ClickHouse's ``default``). A password in it is dropped: the
+    page asks for it in its own field, so it never travels in a link."""
+    parts = urllib.parse.urlsplit(clickhouse_url)
+    netloc = parts.hostname or ""
+    if ":" in netloc:  # an IPv6 address
+        netloc = f"[{netloc}]"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    host = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/", "", ""))
+    return host, urllib.parse.unquote(parts.username or "")
+
+
 def dashboard_url(
-    clickhouse_url: str,
-    database: str = "tracker",
-    params: Mapping[str, str] | None = None,
-    user: str = "",
+    clickhouse_url: str, database: str = "tracker", params: Mapping[str, str] | None = None
 ) -> str:
     """The URL that opens ``clickhouse_url``'s /dashboard with :data:`CHARTS` on ``database``.
 
     The state is the page's own (its saveState): with queries in it, the page draws them
-    instead of loading system.dashboards. ``user`` "" is ClickHouse's ``default``; no
-    password here.
+    instead of loading system.dashboards.
     """
-    host = clickhouse_url.rstrip("/") + "/"
+    host, user = page_host(clickhouse_url)
     state = {
         "host": host,
         "user": user,

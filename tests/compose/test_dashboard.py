@@ -24,7 +24,7 @@ from PIL import Image
 
 from compose import analyst_scenario
 from compose.browser import dump_dom, page_error, rendered_charts, screenshot
-from compose.dashboard import CHARTS, DEFAULT_PARAMS, chart_sql, dashboard_url
+from compose.dashboard import CHARTS, DEFAULT_PARAMS, chart_sql, dashboard_url, page_host
 from compose.dashboard import main as dashboard_main
 from compose.demo import Target
 from compose.environment import service_environment
@@ -321,6 +321,15 @@ def test_lz_string_encodes_as_the_javascript_original() -> None:
     assert compress_to_encoded_uri_component('{"a":1}') == "N4IghiBcCMC+Q"
     with pytest.raises(ValueError, match="only ASCII"):
         compress_to_encoded_uri_component('{"a":"é"}')
+
+
+def test_page_host_keeps_the_user_and_drops_the_password_of_a_clickhouse_url() -> None:
+    assert page_host("http://127.0.0.1:8123") == ("http://127.0.0.1:8123/", "")
+    assert page_host("https://analyst:s%40cret@ch.example:8443/") == (
+        "https://ch.example:8443/",
+        "analyst",
+    )
+    assert page_host("http://[::1]:8123") == ("http://[::1]:8123/", "")
 
 
 def test_make_dashboard_prints_the_url_for_the_configured_stack(
