@@ -28,9 +28,11 @@ from schemas.environ import ConfigError, Environ
 
 @dataclass(frozen=True)
 class Chart:
-    """One chart: its title (``{name}`` is replaced by the parameter's value on the page) and
-    its query, naming the database ``tracker`` (replaced by the one charted)."""
+    """One chart: a short name (for tests and links), its title (``{name}`` is replaced by
+    the parameter's value on the page) and its query, naming the database ``tracker``
+    (replaced by the one charted)."""
 
+    name: str
     title: str
     sql: str
 
@@ -69,6 +71,7 @@ _UNIVERSE_CURRENCY = "universe = {universe:String} AND currency = {currency:Stri
 
 CHARTS: tuple[Chart, ...] = (
     Chart(
+        "turnover",
         "Turnover per day per campaign ({currency})",
         _daily(
             "turnover",
@@ -79,6 +82,7 @@ CHARTS: tuple[Chart, ...] = (
         ),
     ),
     Chart(
+        "purchases",
         "Purchases per day per campaign ({currency})",
         _daily(
             "purchases",
@@ -89,6 +93,7 @@ CHARTS: tuple[Chart, ...] = (
         ),
     ),
     Chart(
+        "top_links",
         "Top {top} links by turnover ({currency})",
         _daily(
             "turnover",
@@ -106,9 +111,10 @@ CHARTS: tuple[Chart, ...] = (
             "    LIMIT {top:UInt32})",
         ),
     ),
+    # A customer's segment is their total in the currency (customer_turnover, all time); the
+    # chart shows what each segment bought per day.
     Chart(
-        # A customer's segment is their total in the currency (customer_turnover, all time);
-        # the chart shows what each segment bought per day.
+        "segments",
         "Turnover by customer segment ({currency} total: {low}, {high})",
         _daily(
             "turnover",
@@ -127,6 +133,7 @@ CHARTS: tuple[Chart, ...] = (
         ),
     ),
     Chart(
+        "rejected",
         "Rejected calls by reason (every currency)",
         _daily(
             "calls",
