@@ -66,7 +66,7 @@ class Checkpoint:
         rows = projected.rows
         for table, added in (
             (sink.dead_letters, rows.dead_letters), (sink.clicks, rows.clicks),
-            (sink.calls, rows.calls),
+            (sink.calls, rows.calls), (sink.refunds, rows.refunds),
         ):  # fmt: skip
             for row, position in added:
                 table.add(row, position)

@@ -6,6 +6,7 @@ a message that does not decode is kept as a dead letter, never a stuck partition
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,9 +16,11 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from projector.interpret import ContextOutcomes, read_click, read_sale
 from projector.positions import record_fingerprint
+from projector.refunds import RefundCall, read_refund
 from projector.rows import Position
 from projector.settings import ProjectorSettings
 from schemas.events import Click, EventDecodeError, SaleCall
+from schemas.raw import decode_refund_request
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +44,8 @@ class Failure:
 
 @dataclass(frozen=True, slots=True)
 class Events:
-    """A batch decoded; every record is in exactly one of clicks, calls and failures."""
+    """A batch decoded; every record is in exactly one of clicks, calls, refunds and
+    failures."""
 
     # First and last offset fetched per partition.
     spans: dict[TopicPartition, tuple[int, int]]
@@ -50,6 +54,8 @@ class Events:
     failures: list[Failure]
     # The click-context outcomes of raw calls, counted once per call as the edge counted them.
     contexts: list[tuple[ContextOutcomes, Position]]
+    # Refunds of the sales topic (rare: a batch without any looks nothing up for them).
+    refunds: list[tuple[RefundCall, Position]] = dataclasses.field(default_factory=list)
 
     def kept(self, keep_from: Mapping[TopicPartition, int]) -> Events:
         """Only the records at or after ``keep_from`` of their partition (others are dropped)."""
@@ -64,6 +70,7 @@ class Events:
             calls=[(c, at) for c, at in self.calls if keeps(at)],
             failures=[f for f in self.failures if keeps(f.position)],
             contexts=[(o, at) for o, at in self.contexts if keeps(at)],
+            refunds=[(r, at) for r, at in self.refunds if keeps(at)],
         )
 
 
@@ -95,7 +102,12 @@ def decode(batch: Batch, epochs: Mapping[TopicPartition, int], s: ProjectorSetti
                     click = read_click(record.value, secret=s.secret, rules=s.rules)
                     events.clicks.append((click, position))
             except EventDecodeError as e:
-                events.failures.append(Failure(position, str(e), record.key, record.value))
+                # Not a sale: a refund (tried only now, so sales pay nothing for refunds).
+                refund = decode_refund_request(record.value) if sales else None
+                if refund is not None:
+                    events.refunds.append((read_refund(refund, s.rules), position))
+                else:
+                    events.failures.append(Failure(position, str(e), record.key, record.value))
             except Exception as e:
                 # A bug in interpreting one message must not stop its partition: it is kept
                 # as a dead letter, and a rebuild after the fix reads it again.

@@ -13,6 +13,7 @@ from projector.decode import Events
 from projector.dedupe import CountedCache, DedupeKey, dedupe_key
 from projector.positions import Stored
 from projector.project import Facts
+from projector.refunds import Refunded, SaleFacts, SaleKey
 from projector.retry import Retrying
 from projector.store import Store
 from schemas.events import ClickContext, SaleCall
@@ -30,14 +31,27 @@ class Lookups:
     async def facts(self, generation: int, events: Events) -> Facts:
         """Everything :func:`projector.project.project` needs to know about ``events``."""
         calls = [call for call, _ in events.calls]
-        # The three look-ups do not depend on each other: one concurrent round trip. The
-        # last two may cover records the plan then skips; extra answers are facts all the same.
-        positions, counted, clicks = await asyncio.gather(
+        # The look-ups do not depend on each other: one concurrent round trip. The last ones
+        # may cover records the plan then skips; extra answers are facts all the same.
+        positions, counted, clicks, (sales, refunded) = await asyncio.gather(
             self.positions(generation, events.spans),
             self._counted(generation, calls),
             self._stored_clicks(generation, calls),
+            self._refunded(generation, events),
         )
-        return Facts(generation, positions, counted, clicks)
+        return Facts(generation, positions, counted, clicks, sales, refunded)
+
+    async def _refunded(
+        self, generation: int, events: Events
+    ) -> tuple[dict[SaleKey, SaleFacts], dict[SaleKey, Refunded]]:
+        """The counted sales and refunds of the transactions the batch's refunds name (none
+        asked for a batch without refunds: nearly every batch)."""
+        keys = {r.sale for r, _ in events.refunds if r.status == "accepted"}
+        if not keys:
+            return {}, {}
+        return await self._retrying(
+            "look up refunded sales", lambda: self._store.refunded(generation, keys)
+        )
 
     def remember(self, counted: Iterable[tuple[DedupeKey, str]]) -> None:
         """Transactions counted by a write that landed: later batches need not ask."""

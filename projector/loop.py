@@ -263,11 +263,15 @@ class Projector:
             new = sum(1 for record in batch[tp] if record.offset >= first)
             self.metrics.events.labels(tp.topic).inc(new)
             self.metrics.already_written.inc(len(batch[tp]) - new)
-        self.metrics.batch_size.observe(len(kept.clicks) + len(kept.calls) + len(kept.failures))
+        self.metrics.batch_size.observe(
+            len(kept.clicks) + len(kept.calls) + len(kept.refunds) + len(kept.failures)
+        )
         for reason in projected.duplicates:
             self.metrics.duplicates.labels(reason).inc()
         for reason in projected.rejects:
             self.metrics.rejects.labels(reason).inc()
+        for status, reason in projected.refunds:
+            self.metrics.refunds.labels(status, reason).inc()
         self._log.written_up_to(projected.written.next_offsets)
         return projected
 

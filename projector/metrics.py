@@ -73,6 +73,12 @@ class ProjectorMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.refunds = Counter(
+            "tracker_projector_refunds",
+            "Refund calls by status (counted, duplicate, rejected) and reason",
+            ["status", "reason"],
+            registry=self.registry,
+        )
         self.retries = Counter(
             "tracker_projector_clickhouse_retries",
             "ClickHouse operations retried after a retriable failure, by operation",

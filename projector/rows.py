@@ -8,6 +8,7 @@ from typing import Final
 
 from projector.attribution import Attribution
 from projector.dedupe import Decision
+from projector.refunds import RefundCall, RefundOutcome
 from schemas.events import Click, SaleCall
 
 SALES_CALLS_COLUMNS: Final = (
@@ -20,6 +21,12 @@ CLICKS_COLUMNS: Final = (
     "universe", "customer_id", "campaign_id", "link_id", "product", "clicked_at", "event_id",
     "client_hash", "kafka_topic", "kafka_partition", "kafka_offset", "log_epoch",
     "kafka_fingerprint",
+)  # fmt: skip
+REFUNDS_CALLS_COLUMNS: Final = (
+    "universe", "transaction_id", "refund_id", "event_id", "status", "reason", "amount_raw",
+    "amount", "currency", "full_refund", "customer_id", "campaign_id", "link_id", "product",
+    "sold_at", "received_at", "client_hash", "kafka_topic", "kafka_partition", "kafka_offset",
+    "log_epoch", "kafka_fingerprint",
 )  # fmt: skip
 DEAD_LETTERS_COLUMNS: Final = (
     "kafka_topic", "kafka_partition", "kafka_offset", "log_epoch", "kafka_fingerprint", "reason",
@@ -51,6 +58,27 @@ def sales_call_row(
         call.currency, a.customer_id, a.campaign_id, a.link_id, a.product,
         timestamp(a.clicked_at_ms) if a.clicked_at_ms else None,
         timestamp(call.received_at_ms), call.client_hash, *position,
+    )  # fmt: skip
+
+
+def refund_call_row(refund: RefundCall, outcome: RefundOutcome, position: Position) -> Row:
+    """The ledger row of one refund call. A counted one carries its amount and its sale's
+    attribution and currency; any other keeps what it asked for."""
+    sale = outcome.sale
+    if sale is None:
+        amount = Decimal(refund.amount) if refund.amount else ZERO
+        return (
+            refund.universe, refund.transaction_id, refund.refund_id, refund.event_id,
+            outcome.decision.status, outcome.decision.reason, refund.amount_raw, amount,
+            refund.currency, 0, "", "", "", "", None, timestamp(refund.received_at_ms),
+            refund.client_hash, *position,
+        )  # fmt: skip
+    return (
+        refund.universe, refund.transaction_id, refund.refund_id, refund.event_id,
+        outcome.decision.status, outcome.decision.reason, refund.amount_raw, outcome.amount,
+        sale.currency, int(outcome.full), sale.customer_id, sale.campaign_id, sale.link_id,
+        sale.product, timestamp(sale.sold_at_ms) if sale.sold_at_ms else None,
+        timestamp(refund.received_at_ms), refund.client_hash, *position,
     )  # fmt: skip
 
 

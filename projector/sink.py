@@ -1,9 +1,9 @@
 """The ClickHouse sink: ledger rows are added during a batch and written by ``flush``.
 
 One insert per ledger table per batch, in dependency order: dead letters, clicks (a sale of
-this batch may be attributed to a click of this batch), then calls. Each insert is atomic
-and carries its Kafka positions, so whatever a crash interrupts is either in ClickHouse with
-its positions or not at all.
+this batch may be attributed to a click of this batch), calls, then refunds (of those
+sales). Each insert is atomic and carries its Kafka positions, so whatever a crash
+interrupts is either in ClickHouse with its positions or not at all.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from projector.metrics import ProjectorMetrics
 from projector.rows import (
     CLICKS_COLUMNS,
     DEAD_LETTERS_COLUMNS,
+    REFUNDS_CALLS_COLUMNS,
     SALES_CALLS_COLUMNS,
     Position,
     Row,
@@ -56,7 +57,8 @@ class ClickHouseSink:
         self.dead_letters = _Table(f"dead_letters_g{generation}", DEAD_LETTERS_COLUMNS)
         self.clicks = _Table(f"clicks_g{generation}", CLICKS_COLUMNS)
         self.calls = _Table(f"sales_calls_g{generation}", SALES_CALLS_COLUMNS)
-        self._tables = [self.dead_letters, self.clicks, self.calls]
+        self.refunds = _Table(f"refunds_calls_g{generation}", REFUNDS_CALLS_COLUMNS)
+        self._tables = [self.dead_letters, self.clicks, self.calls, self.refunds]
 
     def __len__(self) -> int:
         return sum(len(t.rows) for t in self._tables)

@@ -6,9 +6,11 @@ waiting can fix it (server unreachable, overloaded) or not (a bad statement, bad
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import clickhouse_connect
@@ -21,6 +23,7 @@ from clickhouse_connect.driver.external import ExternalData
 from projector.dedupe import DedupeKey
 from projector.errors import ProjectorError
 from projector.positions import PositionRow, Stored, current_positions
+from projector.refunds import Refunded, SaleFacts, SaleKey
 from projector.rows import Row
 from schemas.ddl import (
     CURRENCY,
@@ -277,6 +280,39 @@ class Store:
             # Exactly one row per key by construction; min() keeps this deterministic anyway.
             found[key] = min(found.get(key, event_id), event_id)
         return found
+
+    async def refunded(
+        self, generation: int, keys: Iterable[SaleKey]
+    ) -> tuple[dict[SaleKey, SaleFacts], dict[SaleKey, Refunded]]:
+        """The counted sale of each transaction (absent: none) and its counted refunds."""
+        pairs = sorted(set(keys))
+        if not pairs:
+            return {}, {}
+        g = int(generation)
+        wanted = ("wanted_pairs", pairs, "universe String, transaction_id String")
+        sale_rows, refund_rows = await asyncio.gather(
+            self._rows(
+                "SELECT universe, transaction_id, toString(amount), currency, customer_id, "
+                "campaign_id, link_id, product, toUnixTimestamp64Milli(sold_at) "
+                f"FROM {self.database}.sales_g{g} WHERE (universe, transaction_id) IN wanted_pairs",
+                external_data=_external(wanted),
+            ),
+            self._rows(
+                "SELECT universe, transaction_id, refund_id, event_id, toString(amount) "
+                f"FROM {self.database}.refunds_g{g} "
+                "WHERE (universe, transaction_id) IN wanted_pairs ORDER BY event_id",
+                external_data=_external(wanted),
+            ),
+        )
+        sales = {
+            (u, t): SaleFacts(Decimal(amount), currency, customer, campaign, link, product, int(at))
+            for u, t, amount, currency, customer, campaign, link, product, at in sale_rows
+        }
+        refunded: dict[SaleKey, Refunded] = {}
+        for u, t, refund_id, event_id, amount in refund_rows:
+            before = refunded.get((u, t), Refunded())
+            refunded[(u, t)] = before.plus(refund_id, event_id, Decimal(amount))
+        return sales, refunded
 
     async def clicks_of(
         self, generation: int, customers: Iterable[tuple[str, str]], since_ms: int, until_ms: int

@@ -65,6 +65,27 @@ class ClickRequest(
     client_hash: str = ""
 
 
+# A refund is its own event kind, told apart by ``v`` as every event of the sales topic is: a
+# consumer that knows only sales (an older projector included) refuses it as an unknown
+# version instead of reading its ``id`` and ``amount`` as a sale.
+class RefundRequest(
+    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="v", tag=3
+):
+    """One refund object of ``POST /v1/refunds``, as received.
+
+    ``fields`` holds the object's known fields as strings (``id`` the refunded transaction,
+    ``refund_id``, ``amount`` as its exact text, ``currency``; ``universe`` filled in from the
+    API key when absent) and ``problem`` what the edge refused in its shape. Keyed like the
+    sale it refunds (universe, transaction id), so both are in one partition, in log order.
+    """
+
+    event_id: str
+    received_at_ms: int
+    fields: dict[str, str] = {}
+    problem: str = ""
+    client_hash: str = ""
+
+
 def kafka_key(universe: str, unique: str) -> bytes:
     """Every call of one transaction in one partition: ``unique`` is its id (or the event id).
 
@@ -73,14 +94,15 @@ def kafka_key(universe: str, unique: str) -> bytes:
     return f"{universe}{KEY_SEPARATOR}{unique}".encode()
 
 
-R = TypeVar("R", SaleRequest, ClickRequest)
+R = TypeVar("R", SaleRequest, ClickRequest, RefundRequest)
 
 _ENCODER: Final = msgspec.json.Encoder()
 _SALE_DECODER: Final = msgspec.json.Decoder(SaleRequest)
 _CLICK_DECODER: Final = msgspec.json.Decoder(ClickRequest)
+_REFUND_DECODER: Final = msgspec.json.Decoder(RefundRequest)
 
 
-def encode_raw(event: SaleRequest | ClickRequest) -> bytes:
+def encode_raw(event: SaleRequest | ClickRequest | RefundRequest) -> bytes:
     return _ENCODER.encode(event)
 
 
@@ -103,3 +125,9 @@ def decode_click_request(payload: bytes | None) -> ClickRequest | None:
     """The raw click, or None when the payload is not a version-2 raw click."""
     event = _decode(_CLICK_DECODER, payload)
     return event if event is not None and event.clicked_at_ms >= 0 else None
+
+
+def decode_refund_request(payload: bytes | None) -> RefundRequest | None:
+    """The raw refund, or None when the payload is not one."""
+    event = _decode(_REFUND_DECODER, payload)
+    return event if event is not None and event.received_at_ms >= 0 else None

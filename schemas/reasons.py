@@ -35,6 +35,12 @@ class Reason(StrEnum):
     NOT_STRING = "<name>_not_string"
     UNIVERSE_NOT_ALLOWED = "universe_not_allowed"
     DUPLICATE_FIELD = "duplicate_field"
+    # Refunds (POST /v1/refunds, projector/refunds.py): the refund object, then the sale.
+    REFUND_ID_INVALID = "refund_id_invalid"
+    REFUND_AMOUNT_ZERO = "refund_amount_zero"
+    SALE_UNKNOWN = "sale_unknown"
+    REFUND_ABOVE_REMAINING = "refund_above_remaining"
+    CURRENCY_MISMATCH = "currency_mismatch"
 
     def code(self, name: str = "") -> str:
         """The stored code: the value itself, or for a family the code of field ``name``."""
@@ -61,8 +67,15 @@ class Reason(StrEnum):
         return None
 
 
+# Reasons only a refund gets.
+REFUND_ONLY: Final = frozenset(
+    {
+        Reason.REFUND_ID_INVALID, Reason.REFUND_AMOUNT_ZERO, Reason.SALE_UNKNOWN,
+        Reason.REFUND_ABOVE_REMAINING, Reason.CURRENCY_MISMATCH,
+    }
+)  # fmt: skip
 # Reasons the pixel cannot give (README "The sale pixel" lists the others).
-API_ONLY: Final = frozenset(
+API_ONLY: Final = REFUND_ONLY | frozenset(
     {Reason.ITEM_NOT_OBJECT, Reason.NOT_STRING, Reason.UNIVERSE_NOT_ALLOWED, Reason.DUPLICATE_FIELD}
 )
 
@@ -91,4 +104,13 @@ MESSAGES: Final[dict[Reason, str]] = {
     Reason.NOT_STRING: "field {name} must be a string",
     Reason.UNIVERSE_NOT_ALLOWED: "this API key may not report sales of that universe",
     Reason.DUPLICATE_FIELD: "field {name} appears more than once",
+    Reason.REFUND_ID_INVALID: (
+        "refund_id is required: 1-{id_max_length} printable ASCII characters without spaces"
+    ),
+    Reason.REFUND_AMOUNT_ZERO: "a refund amount must be above 0 (omit it to refund the rest)",
+    Reason.SALE_UNKNOWN: (
+        "no counted sale has this id (yet): send the refund again once the sale is counted"
+    ),
+    Reason.REFUND_ABOVE_REMAINING: "the refund is more than what is left of the sale",
+    Reason.CURRENCY_MISMATCH: "currency differs from the sale's",
 }

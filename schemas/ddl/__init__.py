@@ -93,11 +93,15 @@ _WIDTH: Final = 100
 
 
 def _select(columns: list[str]) -> str:
-    """``SELECT`` of ``columns``: one line when it fits, else the last column on its own."""
-    line = f"SELECT {', '.join(columns)}"
-    if len(line) <= _WIDTH:
-        return line
-    return f"SELECT {', '.join(columns[:-1])},\n       {columns[-1]}"
+    """``SELECT`` of ``columns``, as many to a line as fit."""
+    lines = [f"SELECT {columns[0]}"]
+    for column in columns[1:]:
+        if len(f"{lines[-1]}, {column},") <= _WIDTH:
+            lines[-1] = f"{lines[-1]}, {column}"
+        else:
+            lines[-1] += ","
+            lines.append(f"       {column}")
+    return "\n".join(lines)
 
 
 def _wrap(columns: list[str]) -> str:
@@ -115,35 +119,71 @@ def _key(rollup: Rollup) -> tuple[Column, ...]:
     return (_UNIVERSE, *rollup.keys, CURRENCY)
 
 
+# What a rollup sums, after its key: sales (purchases, turnover) and, since refunds, counted
+# refunds (refunds, refunded_purchases: full refunds only, refunded_turnover). The public
+# views subtract the second from the first.
+_SALE_SUMS: Final = (
+    ("purchases", "UInt64", "count()"),
+    ("turnover", "Decimal(38, 4)", "sum(toDecimal128(amount, 4))"),
+)
+REFUND_SUMS: Final = (
+    ("refunds", "UInt64", "count()"),
+    ("refunded_purchases", "UInt64", "sum(toUInt64(full_refund))"),
+    ("refunded_turnover", "Decimal(38, 4)", "sum(toDecimal128(amount, 4))"),
+)
+
+
 def rollup_table_statements(rollup: Rollup) -> list[str]:
-    """The rollup's table and the materialized view feeding it, templated like the files."""
+    """The rollup's table (columns added in place to a table created before refunds) and the
+    materialized views feeding it from sales and from refunds, templated like the files."""
     keys = [c.name for c in _key(rollup)]
     table = f"{{database}}.{rollup.table}_g{{generation}}"
     columns = _wrap([f"{c.name} {c.type}" for c in _key(rollup)])
     where = "status = 'counted'" + (f" AND {rollup.where}" if rollup.where else "")
     selected = [c.selected for c in _key(rollup)]
-    sums = ["count() AS purchases", "sum(toDecimal128(amount, 4)) AS turnover"]
+    sums = _wrap([f"{name} {kind}" for name, kind, _ in _SALE_SUMS + REFUND_SUMS])
+    # Old rows (and each view's rows for the other's columns) read 0.
+    added = ",\n    ".join(
+        f"ADD COLUMN IF NOT EXISTS {name} {kind} DEFAULT 0" for name, kind, _ in REFUND_SUMS
+    )
+
+    def view(name: str, source: str, of: tuple[tuple[str, str, str], ...]) -> str:
+        return (
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {{database}}.{rollup.table}_{name}"
+            f"_g{{generation}}\n"
+            f"TO {table} AS\n"
+            f"{_select(selected + [f'{expr} AS {col}' for col, _, expr in of])}\n"
+            f"FROM {{database}}.{source}_g{{generation}} WHERE {where}\n"
+            f"GROUP BY {', '.join(keys)}"
+        )
+
     return [
         f"CREATE TABLE IF NOT EXISTS {table}\n"
-        f"(\n    {columns},\n    purchases UInt64, turnover Decimal(38, 4)\n)\n"
+        f"(\n    {columns},\n    {sums}\n)\n"
         "ENGINE = SummingMergeTree\n"
         f"ORDER BY ({', '.join(keys)})\n"
         "SETTINGS non_replicated_deduplication_window = 10000",
-        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {{database}}.{rollup.table}_mv_g{{generation}}\n"
-        f"TO {table} AS\n"
-        f"{_select(selected + sums)}\n"
-        f"FROM {{database}}.sales_calls_g{{generation}} WHERE {where}\n"
-        f"GROUP BY {', '.join(keys)}",
+        f"ALTER TABLE {table}\n    {added}",
+        view("mv", "sales_calls", _SALE_SUMS),
+        view("refunds_mv", "refunds_calls", REFUND_SUMS),
     ]
 
 
 def rollup_view_statement(rollup: Rollup) -> str:
-    """The rollup's public view, templated like the files."""
+    """The rollup's public view, templated like the files: ``purchases`` and ``turnover`` are
+    net of refunds (a day's can be negative: a refund is booked on its own day), beside the
+    gross figures and the refunds."""
     keys = [c.name for c in _key(rollup)]
-    sums = ["sum(purchases) AS purchases", "sum(turnover) AS turnover"]
+    sums = [
+        "sum(purchases) - sum(refunded_purchases) AS purchases",
+        "sum(turnover) - sum(refunded_turnover) AS turnover",
+        "sum(purchases) AS gross_purchases", "sum(turnover) AS gross_turnover",
+        "sum(refunds) AS refunds", "sum(refunded_turnover) AS refunded_turnover",
+    ]  # fmt: skip
+    selected = ",\n       ".join(sums)
     return (
         f"CREATE OR REPLACE VIEW {{database}}.{rollup.view} AS\n"
-        f"{_select(keys + sums)}\n"
+        f"SELECT {', '.join(keys)},\n       {selected}\n"
         f"FROM {{database}}.{rollup.table}_g{{generation}}\n"
         f"GROUP BY {', '.join(keys)}"
     )

@@ -153,5 +153,73 @@ SELECT universe, transaction_id, event_id, amount, currency, customer_id, campai
        link_id, product, clicked_at, received_at AS sold_at
 FROM {database}.sales_calls_g{generation} WHERE status = 'counted';
 
--- The rollups' tables and materialized views, rendered from ROLLUPS in __init__.py.
+-- Every refund call (POST /v1/refunds), with the projector's decision: counted, duplicate or
+-- rejected. A counted one carries its sale's currency and attribution (campaign, link,
+-- customer, product) and full_refund = 1 when it refunds what was left of the sale; its day
+-- is its own received_at. A ledger like sales_calls_g: its rows carry their Kafka position,
+-- and they feed log_positions_g below.
+CREATE TABLE IF NOT EXISTS {database}.refunds_calls_g{generation}
+(
+    universe          LowCardinality(String),
+    transaction_id    String,
+    refund_id         String,
+    event_id          String,
+    status            LowCardinality(String),
+    reason            LowCardinality(String),
+    amount_raw        String,
+    amount            Decimal(18, 4),
+    currency          LowCardinality(String),
+    full_refund       UInt8,
+    customer_id       String,
+    campaign_id       String,
+    link_id           String,
+    product           LowCardinality(String),
+    sold_at           Nullable(DateTime64(3, 'UTC')),
+    received_at       DateTime64(3, 'UTC'),
+    client_hash       String,
+    kafka_topic       LowCardinality(String),
+    kafka_partition   UInt32,
+    kafka_offset      UInt64,
+    log_epoch         UInt32 DEFAULT 0,
+    kafka_fingerprint UInt64 DEFAULT 0
+)
+ENGINE = MergeTree
+ORDER BY (universe, received_at, event_id)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.log_positions_from_refunds_g{generation}
+TO {database}.log_positions_g{generation} AS
+SELECT kafka_topic, kafka_partition, log_epoch,
+       max((kafka_offset + 1, kafka_fingerprint)) AS last_written
+FROM {database}.refunds_calls_g{generation} GROUP BY kafka_topic, kafka_partition, log_epoch;
+
+-- Counted refunds, ordered for the projector's look-ups of a refunded transaction (what was
+-- refunded so far, which refund ids counted), in small granules like sales_g.
+CREATE TABLE IF NOT EXISTS {database}.refunds_g{generation}
+(
+    universe          LowCardinality(String),
+    transaction_id    String,
+    refund_id         String,
+    event_id          String,
+    amount            Decimal(18, 4),
+    currency          LowCardinality(String),
+    full_refund       UInt8,
+    customer_id       String,
+    campaign_id       String,
+    link_id           String,
+    product           LowCardinality(String),
+    refunded_at       DateTime64(3, 'UTC')
+)
+ENGINE = MergeTree
+ORDER BY (universe, transaction_id, refund_id)
+SETTINGS non_replicated_deduplication_window = 10000, index_granularity = 256;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.refunds_from_calls_g{generation}
+TO {database}.refunds_g{generation} AS
+SELECT universe, transaction_id, refund_id, event_id, amount, currency, full_refund,
+       customer_id, campaign_id, link_id, product, received_at AS refunded_at
+FROM {database}.refunds_calls_g{generation} WHERE status = 'counted';
+
+-- The rollups' tables and materialized views (one from sales_calls_g, one from
+-- refunds_calls_g each), rendered from ROLLUPS in __init__.py.
 {rollup_tables};

@@ -11,6 +11,16 @@ SELECT universe, transaction_id, amount_raw, status, reason, received_at, event_
        amount, currency, customer_id, campaign_id, link_id, product, clicked_at
 FROM {database}.sales_calls_g{generation};
 
+CREATE OR REPLACE VIEW {database}.refunds_calls AS
+SELECT universe, transaction_id, refund_id, amount_raw, status, reason, received_at, event_id,
+       amount, currency, full_refund, customer_id, campaign_id, link_id, product, sold_at
+FROM {database}.refunds_calls_g{generation};
+
+CREATE OR REPLACE VIEW {database}.refunds AS
+SELECT universe, transaction_id, refund_id, amount, currency, full_refund, customer_id,
+       campaign_id, link_id, product, refunded_at, event_id
+FROM {database}.refunds_g{generation};
+
 CREATE OR REPLACE VIEW {database}.clicks AS
 SELECT universe, customer_id, campaign_id, link_id, clicked_at, product, event_id
 FROM {database}.clicks_g{generation};
@@ -23,7 +33,7 @@ FROM {database}.dead_letters_g{generation};
 -- campaign_turnover_daily), rendered from ROLLUPS in __init__.py.
 {rollup_views};
 
--- Segmentation by total purchase amount in one currency (bounds inclusive; currency '' for
+-- Segmentation by total (net: refunds deducted) purchase amount in one currency (bounds inclusive; currency '' for
 -- calls that named none):
 --   SELECT * FROM tracker.customers_by_turnover(universe='u', currency='EUR', min=100, max=1000)
 -- There is no form without a currency: a customer who paid in EUR and in USD has no single
