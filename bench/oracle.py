@@ -1,12 +1,20 @@
 """The expected totals of a log: every public table re-derived from the events with plain
 loops, written apart from the projector's code, so an exact match means the projector is
 right, not just self-consistent. The benchmark and the tests compare with it. Every total is
-per currency (the call's, '' when it named none): amounts of two currencies never add up."""
+per currency (the call's, '' when it named none): amounts of two currencies never add up.
+
+Refunds (in the same list as the calls, in log order per transaction): a refund counts once
+per (universe, transaction, refund id), only after its transaction's counted sale, in the
+sale's currency if it names one, and never beyond what is left; it lowers the sale's
+campaign, link and customer on the refund's own day, and the one that empties the sale
+lowers its purchase count too. The tables hold net figures; ``gross`` and ``refunds`` the
+rest of what the public views show."""
 
 from __future__ import annotations
 
 import bisect
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -14,6 +22,9 @@ from typing import Any
 
 from bench.workload import WINDOW_MS
 from schemas.events import Click, SaleCall
+from schemas.refunds import RefundCall
+
+TABLES = ("campaign", "customer", "link", "daily")
 
 
 @dataclass
@@ -26,6 +37,11 @@ class Expected:
     customer: dict[tuple[str, str, str], list[Any]] = field(default_factory=dict)
     link: dict[tuple[str, str, str, str], list[Any]] = field(default_factory=dict)
     daily: dict[tuple[str, str, str, str], list[Any]] = field(default_factory=dict)
+    # Per table: [gross purchases, gross turnover] of every key, and [refunds, refunded
+    # purchases, refunded turnover] of the keys that had refunds.
+    gross: dict[str, dict[Any, list[Any]]] = field(default_factory=lambda: defaultdict(dict))
+    refunds: dict[str, dict[Any, list[Any]]] = field(default_factory=lambda: defaultdict(dict))
+    refund_calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     @property
     def turnover(self) -> Decimal:
@@ -39,7 +55,27 @@ def _add(table: dict[Any, list[Any]], key: Any, amount: Decimal) -> None:
     entry[1] += amount
 
 
-def oracle(clicks: list[Click], calls: list[SaleCall], window_ms: int = WINDOW_MS) -> Expected:
+def _sold(out: Expected, keys: dict[str, Any], amount: Decimal) -> None:
+    for name, key in keys.items():
+        _add(out.gross[name], key, amount)
+        _add(getattr(out, name), key, amount)
+
+
+def _refunded(out: Expected, keys: dict[str, Any], amount: Decimal, full: bool) -> None:
+    for name, key in keys.items():
+        gross = out.gross[name].setdefault(key, [0, Decimal(0)])
+        net = getattr(out, name).setdefault(key, [0, Decimal(0)])
+        entry = out.refunds[name].setdefault(key, [0, 0, Decimal(0)])
+        entry[0] += 1
+        entry[1] += int(full)
+        entry[2] += amount
+        net[0] = gross[0] - entry[1]
+        net[1] = gross[1] - entry[2]
+
+
+def oracle(
+    clicks: list[Click], calls: Sequence[SaleCall | RefundCall], window_ms: int = WINDOW_MS
+) -> Expected:
     """Expected totals; ``calls`` in the order the log holds them per transaction.
 
     The first accepted call of a transaction counts; a carried click context inside the
@@ -55,7 +91,16 @@ def oracle(clicks: list[Click], calls: list[SaleCall], window_ms: int = WINDOW_M
         listed.sort()
     out = Expected()
     counted: set[tuple[str, str]] = set()
+    # Per counted sale with an id: (amount, currency, customer, campaign, link), refunded so
+    # far, refund ids counted.
+    sold: dict[tuple[str, str], tuple[Decimal, str, str, str, str]] = {}
+    refunded: dict[tuple[str, str], Decimal] = {}
+    refund_ids: set[tuple[str, str, str]] = set()
     for call in calls:
+        if isinstance(call, RefundCall):
+            status = _refund(out, call, sold, refunded, refund_ids)
+            out.refund_calls[status] += 1
+            continue
         if call.status == "rejected":
             out.calls["rejected"] += 1
             continue
@@ -84,9 +129,50 @@ def oracle(clicks: list[Click], calls: list[SaleCall], window_ms: int = WINDOW_M
         amount = Decimal(call.amount)
         day = datetime.fromtimestamp(call.received_at_ms / 1000, tz=UTC).date().isoformat()
         currency = call.currency
-        _add(out.campaign, (call.universe, campaign, currency), amount)
-        _add(out.link, (call.universe, campaign, link, currency), amount)
-        _add(out.daily, (call.universe, campaign, day, currency), amount)
-        if customer:
-            _add(out.customer, (call.universe, customer, currency), amount)
+        if call.transaction_id:
+            sold[key] = (amount, currency, customer, campaign, link)
+        _sold(out, _keys(call.universe, campaign, link, customer, day, currency), amount)
     return out
+
+
+def _keys(
+    universe: str, campaign: str, link: str, customer: str, day: str, currency: str
+) -> dict[str, Any]:
+    keys: dict[str, Any] = {
+        "campaign": (universe, campaign, currency),
+        "link": (universe, campaign, link, currency),
+        "daily": (universe, campaign, day, currency),
+    }
+    if customer:
+        keys["customer"] = (universe, customer, currency)
+    return keys
+
+
+def _refund(
+    out: Expected,
+    r: RefundCall,
+    sold: dict[tuple[str, str], tuple[Decimal, str, str, str, str]],
+    refunded: dict[tuple[str, str], Decimal],
+    refund_ids: set[tuple[str, str, str]],
+) -> str:
+    """The refund's status ("counted", "duplicate", "rejected"), applied when counted."""
+    if r.status == "rejected":
+        return "rejected"
+    if (r.universe, r.transaction_id, r.refund_id) in refund_ids:
+        return "duplicate"
+    sale = sold.get((r.universe, r.transaction_id))
+    if sale is None:
+        return "rejected"
+    amount, currency, customer, campaign, link = sale
+    if r.currency not in ("", currency):
+        return "rejected"
+    left = amount - refunded.get((r.universe, r.transaction_id), Decimal(0))
+    wanted = Decimal(r.amount) if r.amount else left
+    if not 0 < wanted <= left:
+        return "rejected"
+    refund_ids.add((r.universe, r.transaction_id, r.refund_id))
+    refunded[(r.universe, r.transaction_id)] = amount - left + wanted
+    day = datetime.fromtimestamp(r.received_at_ms / 1000, tz=UTC).date().isoformat()
+    keys = _keys(r.universe, campaign, link, customer, day, currency)
+    _refunded(out, keys, wanted, full=wanted == left)
+    return "counted"

@@ -11,10 +11,13 @@ import dataclasses
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import ROUND_DOWN, Decimal
 from urllib.parse import urlencode
 
+from schemas.amount import canonical
 from schemas.events import Click, ClickContext, SaleCall
-from schemas.raw import ClickRequest, SaleRequest
+from schemas.raw import ClickRequest, RefundRequest, SaleRequest
+from schemas.refunds import RefundCall
 from schemas.rules import cookie_name
 from schemas.signing import Link, link_url, make_token
 
@@ -244,4 +247,86 @@ def click_as_raw(click: Click, secret: str) -> ClickRequest:
     return ClickRequest(
         event_id=click.event_id, clicked_at_ms=click.clicked_at_ms, query=query,
         client_hash=click.client_hash,
+    )  # fmt: skip
+
+
+# -- refunds ---------------------------------------------------------------------------------
+
+
+def refund(
+    event_id: str,
+    transaction_id: str,
+    refund_id: str,
+    *,
+    amount: str = "",
+    universe: str = "demo",
+    at: int = T0,
+    currency: str = "",
+    status: str = "accepted",
+    reason: str = "",
+) -> RefundCall:
+    """A refund call (``amount`` "": the whole remaining amount)."""
+    return RefundCall(
+        event_id=event_id, received_at_ms=at, status=status,  # type: ignore[arg-type]
+        reason=reason, universe=universe, transaction_id=transaction_id, refund_id=refund_id,
+        amount=amount, amount_raw=amount, currency=currency,
+    )  # fmt: skip
+
+
+def with_refunds(calls: list[SaleCall], *, seed: int) -> list[SaleCall | RefundCall]:
+    """``calls`` with refunds among them, each after its sale unless said otherwise: partial
+    ones, full ones (with and without an amount), a refund id sent twice, one above what is
+    left, one before its sale (and the same refund again after it), one of an unknown
+    transaction, one in another currency, one without a refund id. A refund comes 2 days
+    after its sale, so the daily rollups see it on another day. Draws from its own generator:
+    ``calls`` stay what their seed made them."""
+    rng = random.Random(seed)
+    out: list[SaleCall | RefundCall] = []
+    day = 2 * DAY_MS
+    for i, call in enumerate(calls):
+        tx, u, later = call.transaction_id, call.universe, call.received_at_ms + day
+        kind = rng.random() if tx and call.status == "accepted" else 1.0
+        if 0.30 <= kind < 0.33:  # before its sale: rejected, and its refund id not burnt
+            out.append(refund(f"r{i}-early", tx, f"rf{i}", universe=u, at=call.received_at_ms))
+        out.append(call)
+        amount = Decimal(call.amount or "0")
+        if amount < 1:
+            continue
+        third = canonical((amount / 3).quantize(Decimal("0.0001"), rounding=ROUND_DOWN))
+        if kind < 0.10:  # partial, then the rest without an amount (a full refund)
+            out.append(refund(f"r{i}-a", tx, f"rf{i}-a", amount=third, universe=u, at=later))
+            out.append(refund(f"r{i}-b", tx, f"rf{i}-b", universe=u, at=later + 1000))
+        elif kind < 0.18:  # partial only, its refund id sent twice
+            out.append(refund(f"r{i}-a", tx, f"rf{i}", amount=third, universe=u, at=later))
+            out.append(refund(f"r{i}-b", tx, f"rf{i}", amount=third, universe=u, at=later))
+        elif kind < 0.22:  # the whole amount named, then more than is left
+            out.append(refund(f"r{i}-a", tx, f"rf{i}-a", amount=call.amount, universe=u,
+                              at=later, currency=call.currency))  # fmt: skip
+            out.append(refund(f"r{i}-b", tx, f"rf{i}-b", amount="1", universe=u, at=later))
+        elif kind < 0.25:  # more than the sale
+            out.append(
+                refund(f"r{i}-a", tx, f"rf{i}", amount=canonical(amount + 1), universe=u, at=later)
+            )
+        elif kind < 0.27 and call.currency:  # another currency
+            other = "JPY" if call.currency != "JPY" else "CHF"
+            out.append(refund(f"r{i}-a", tx, f"rf{i}", currency=other, universe=u, at=later))
+        elif kind < 0.29:  # of a transaction that was never sold
+            out.append(refund(f"r{i}-a", f"never-{tx}", f"rf{i}", universe=u, at=later))
+        elif kind < 0.30:  # no refund id: rejected by the rules
+            out.append(refund(f"r{i}-a", tx, "", universe=u, at=later, status="rejected",
+                              reason="refund_id_invalid"))  # fmt: skip
+        elif kind < 0.33:  # the early one, sent again after the sale: counted now
+            out.append(refund(f"r{i}-late", tx, f"rf{i}", amount=third, universe=u, at=later))
+    return out
+
+
+def refund_as_raw(r: RefundCall) -> RefundRequest:
+    """The raw refund an edge received for ``r``."""
+    values = {
+        "universe": r.universe, "id": r.transaction_id, "refund_id": r.refund_id,
+        "amount": r.amount_raw, "currency": r.currency,
+    }  # fmt: skip
+    return RefundRequest(
+        event_id=r.event_id, received_at_ms=r.received_at_ms,
+        fields={name: value for name, value in values.items() if value},
     )  # fmt: skip

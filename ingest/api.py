@@ -120,12 +120,15 @@ def parse_json(body: bytes) -> Any:
     )  # fmt: skip
 
 
-def item_values(item: object, universe: str) -> tuple[dict[str, str], str, str]:
-    """(values, problem, message) of one JSON item, in the pixel's terms."""
+def item_values(
+    item: object, universe: str, fields: tuple[str, ...] = _FIELDS
+) -> tuple[dict[str, str], str, str]:
+    """(values, problem, message) of one JSON item, in the pixel's terms (``fields``: the
+    names it may have; a refund's are not a sale's)."""
     if not isinstance(item, dict):
         return {}, Reason.ITEM_NOT_OBJECT, reason_message(Reason.ITEM_NOT_OBJECT)
     values: dict[str, str] = {}
-    for name in _FIELDS:
+    for name in fields:
         value = item.get(name)
         if value is None:
             continue
@@ -231,3 +234,45 @@ async def _report_sales(request: web.Request) -> web.Response:  # noqa: PLR0911 
         {"accepted": accepted, "rejected": len(items) - accepted, "results": results},
         status=status, dumps=_dumps,
     )  # fmt: skip
+
+
+async def authorized_items(  # noqa: PLR0911 - one per error, as _report_sales
+    request: web.Request, endpoint: str
+) -> tuple[str, list[Any]] | web.Response:
+    """(the key's universe, the body's items), or the error answer, exactly as for sales:
+    the same key check, body limits and JSON reading (``POST /v1/refunds`` uses it)."""
+    settings = request.app[SETTINGS]
+    metrics = request.app[METRICS]
+    universe = universe_of_key(settings.api_keys, request.headers.get("Authorization", ""))
+    if universe is None:
+        metrics.requests.labels(endpoint, "unauthorized").inc()
+        return error(401, "missing or invalid API key (Authorization: Bearer <key>)")
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        metrics.requests.labels(endpoint, "too_large").inc()
+        return error(413, f"body larger than {MAX_BODY_BYTES} bytes")
+    try:
+        body = await read_body(request.content, MAX_BODY_BYTES)
+    except HttpProcessingError as e:
+        metrics.requests.labels(endpoint, "bad_body").inc()
+        return error(400, f"body could not be read: {e.message}")
+    except ConnectionError:
+        metrics.requests.labels(endpoint, "body_incomplete").inc()
+        return error(400, "the connection was lost before the body arrived")
+    if body is None:
+        metrics.requests.labels(endpoint, "too_large").inc()
+        return error(413, f"body larger than {MAX_BODY_BYTES} bytes")
+    try:
+        data = parse_json(body)
+    except ValueError as e:
+        metrics.requests.labels(endpoint, "bad_json").inc()
+        return error(400, f"body is not valid JSON: {e}")
+    except RecursionError:
+        metrics.requests.labels(endpoint, "bad_json").inc()
+        return error(400, "body is not valid JSON: nested too deeply")
+    items = data if isinstance(data, list) else [data]
+    if not items:
+        return error(400, "no item in the body")
+    if len(items) > MAX_ITEMS:
+        metrics.requests.labels(endpoint, "too_large").inc()
+        return error(413, f"at most {MAX_ITEMS} items per request, got {len(items)}")
+    return universe, items

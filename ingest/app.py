@@ -13,6 +13,7 @@ from ingest.metrics import EdgeMetrics
 from ingest.pixel import publish_malformed_call, sale_pixel
 from ingest.protocol import EdgeRunner, ProtocolEvents
 from ingest.publisher import Publisher
+from ingest.refunds import report_refunds
 from ingest.settings import EdgeSettings
 from ingest.state import METRICS, PUBLISHER, SETTINGS
 
@@ -64,6 +65,7 @@ def create_app(settings: EdgeSettings, *, worker: int = 0) -> web.Application:
     app.router.add_get("/sales", sale_pixel)
     app.router.add_get("/click", follow_link)
     app.router.add_post("/v1/sales", report_sales)
+    app.router.add_post("/v1/refunds", report_refunds)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -16,11 +16,11 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from projector.interpret import ContextOutcomes, read_click, read_sale
 from projector.positions import record_fingerprint
-from projector.refunds import RefundCall, read_refund
 from projector.rows import Position
 from projector.settings import ProjectorSettings
 from schemas.events import Click, EventDecodeError, SaleCall
 from schemas.raw import decode_refund_request
+from schemas.refunds import RefundCall, read_refund
 
 logger = logging.getLogger(__name__)
 

@@ -13,10 +13,11 @@ from projector.decode import Events
 from projector.dedupe import CountedCache, DedupeKey, dedupe_key
 from projector.positions import Stored
 from projector.project import Facts
-from projector.refunds import Refunded, SaleFacts, SaleKey
+from projector.refunds import Refunded, SaleFacts
 from projector.retry import Retrying
 from projector.store import Store
 from schemas.events import ClickContext, SaleCall
+from schemas.refunds import SaleKey
 
 
 class Lookups:

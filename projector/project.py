@@ -22,7 +22,7 @@ from projector.attribution import Attribution, attribute, customer_of
 from projector.decode import Events
 from projector.dedupe import COUNTED, DedupeKey, decide, dedupe_key
 from projector.positions import Plan, Stored, plan
-from projector.refunds import Refunded, SaleFacts, SaleKey, decide_refunds
+from projector.refunds import Refunded, SaleFacts, decide_refunds
 from projector.rows import (
     Position,
     Row,
@@ -32,6 +32,7 @@ from projector.rows import (
     sales_call_row,
 )
 from schemas.events import Click, ClickContext, SaleCall
+from schemas.refunds import SaleKey
 
 
 @dataclass(frozen=True, slots=True)

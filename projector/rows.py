@@ -8,8 +8,9 @@ from typing import Final
 
 from projector.attribution import Attribution
 from projector.dedupe import Decision
-from projector.refunds import RefundCall, RefundOutcome
+from projector.refunds import RefundOutcome
 from schemas.events import Click, SaleCall
+from schemas.refunds import RefundCall
 
 SALES_CALLS_COLUMNS: Final = (
     "universe", "transaction_id", "event_id", "source", "status", "reason", "amount_raw",

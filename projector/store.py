@@ -23,7 +23,7 @@ from clickhouse_connect.driver.external import ExternalData
 from projector.dedupe import DedupeKey
 from projector.errors import ProjectorError
 from projector.positions import PositionRow, Stored, current_positions
-from projector.refunds import Refunded, SaleFacts, SaleKey
+from projector.refunds import Refunded, SaleFacts
 from projector.rows import Row
 from schemas.ddl import (
     CURRENCY,
@@ -36,6 +36,7 @@ from schemas.ddl import (
     view_statements,
 )
 from schemas.events import ClickContext
+from schemas.refunds import SaleKey
 
 logger = logging.getLogger(__name__)
 

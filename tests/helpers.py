@@ -15,6 +15,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from clickhouse_connect.driver.asyncclient import AsyncClient
 
+from bench.workload import refund_as_raw
 from ingest.app import create_runner
 from ingest.settings import EdgeSettings
 from projector.loop import Projector
@@ -23,12 +24,14 @@ from projector.settings import ProjectorSettings
 from schemas.events import Click, SaleCall, decode_click, decode_sale, encode
 from schemas.raw import (
     ClickRequest,
+    RefundRequest,
     SaleRequest,
     decode_click_request,
     decode_sale_request,
     encode_raw,
     kafka_key,
 )
+from schemas.refunds import RefundCall
 from schemas.rules import Rules, parse_query
 from schemas.topics import ensure_topics
 
@@ -165,15 +168,19 @@ async def rows(ch: AsyncClient, sql: str) -> list[tuple[object, ...]]:
     return [tuple(row) for row in result.result_rows]
 
 
-Publishable = SaleCall | Click | SaleRequest | ClickRequest | tuple[bytes, bytes]
+Publishable = (
+    SaleCall | Click | SaleRequest | ClickRequest | RefundRequest | RefundCall | tuple[bytes, bytes]
+)
 
 
-def raw_kafka_key(event: SaleRequest | ClickRequest) -> bytes:
+def raw_kafka_key(event: SaleRequest | ClickRequest | RefundRequest) -> bytes:
     """The key the edge gives a raw event: as version 1's (universe + id or event id for a
     call, universe + customer for a click), read from what the request carried."""
     if isinstance(event, ClickRequest):
         link = dict(parse_qsl(event.query, keep_blank_values=True))
         return kafka_key(link.get("u", ""), link.get("c", ""))
+    if isinstance(event, RefundRequest):  # its sale's key, as the edge gives it
+        return kafka_key(event.fields.get("universe", ""), event.fields.get("id") or event.event_id)
     values = dict(event.fields) if event.source == "api" else parse_query(event.query)[0]
     return kafka_key(values.get("universe", ""), values.get("id", "") or event.event_id)
 
@@ -192,9 +199,11 @@ async def produce(settings: ProjectorSettings, events: Sequence[Publishable]) ->
     try:
         futures = []
         for event in events:
+            if isinstance(event, RefundCall):  # refunds have only their raw form
+                event = refund_as_raw(event)  # noqa: PLW2901 - the event as published
             if isinstance(event, tuple):
                 topic, (key, value) = settings.kafka.topics.sales, event
-            elif isinstance(event, SaleRequest | ClickRequest):
+            elif isinstance(event, SaleRequest | ClickRequest | RefundRequest):
                 clicks = isinstance(event, ClickRequest)
                 topic = settings.kafka.topics.clicks if clicks else settings.kafka.topics.sales
                 key, value = raw_kafka_key(event), encode_raw(event)
@@ -218,7 +227,27 @@ async def settled(ch: AsyncClient, db: str, events: int, timeout: float = 60.0) 
     ClickHouse commits an insert's ledger part before it pushes the block to the
     materialized views, so for a few milliseconds the ledger can be ahead of the rollups.
     """
+    # Refunds: their ledger rows count as events, and the gross purchases (the net ones drop
+    # with full refunds) and the refunds must have reached every rollup.
     sql = f"""
+        SELECT
+            (SELECT count() FROM {db}.sales_calls) + (SELECT count() FROM {db}.clicks)
+              + (SELECT count() FROM {db}.dead_letters) + (SELECT count() FROM {db}.refunds_calls),
+            (SELECT countIf(status = 'counted') FROM {db}.sales_calls),
+            (SELECT countIf(status = 'counted' AND customer_id != '') FROM {db}.sales_calls),
+            (SELECT count() FROM {db}.sales),
+            (SELECT sum(gross_purchases) FROM {db}.campaign_turnover),
+            (SELECT sum(gross_purchases) FROM {db}.link_turnover),
+            (SELECT sum(gross_purchases) FROM {db}.campaign_turnover_daily),
+            (SELECT sum(gross_purchases) FROM {db}.customer_turnover),
+            (SELECT countIf(status = 'counted') FROM {db}.refunds_calls),
+            (SELECT count() FROM {db}.refunds),
+            (SELECT sum(refunds) FROM {db}.campaign_turnover),
+            (SELECT sum(refunds) FROM {db}.link_turnover),
+            (SELECT sum(refunds) FROM {db}.campaign_turnover_daily)
+    """
+    # A generation whose views predate refunds (kept until a rebuild) has none of them.
+    old = f"""
         SELECT
             (SELECT count() FROM {db}.sales_calls) + (SELECT count() FROM {db}.clicks)
               + (SELECT count() FROM {db}.dead_letters),
@@ -228,20 +257,27 @@ async def settled(ch: AsyncClient, db: str, events: int, timeout: float = 60.0) 
             (SELECT sum(purchases) FROM {db}.campaign_turnover),
             (SELECT sum(purchases) FROM {db}.link_turnover),
             (SELECT sum(purchases) FROM {db}.campaign_turnover_daily),
-            (SELECT sum(purchases) FROM {db}.customer_turnover)
+            (SELECT sum(purchases) FROM {db}.customer_turnover), 0, 0, 0, 0, 0
     """
 
     async def state() -> tuple[int, ...]:
-        try:
-            return tuple(int(v) for v in (await ch.query(sql)).result_rows[0])
-        except Exception:  # the projector may not have created the schema yet
-            return (-1,)
+        for query in (sql, old):
+            try:
+                return tuple(int(v) for v in (await ch.query(query)).result_rows[0])
+            except Exception:  # the projector may not have created the schema yet
+                continue
+        return (-1,)
 
     def done(s: tuple[int, ...]) -> bool:
-        if len(s) < 8 or s[0] < events:
+        if len(s) < 13 or s[0] < events:
             return False
-        _, counted, with_customer, sales, campaign, link, daily, customer = s
-        return counted == sales == campaign == link == daily and customer == with_customer
+        _, counted, with_customer, sales, campaign, link, daily, customer = s[:8]
+        refunds = s[8:]
+        return (
+            counted == sales == campaign == link == daily
+            and customer == with_customer
+            and len(set(refunds)) == 1
+        )
 
     await eventually(state, done, timeout)
     if (n := (await state())[0]) != events:

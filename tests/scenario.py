@@ -17,7 +17,10 @@ from bench.workload import (
     as_raw,
     click,
     click_as_raw,
+    refund,
+    refund_as_raw,
     sale,
+    with_refunds,
 )
 from bench.workload import mixed as generate
 
@@ -32,30 +35,42 @@ async def actual(ch: AsyncClient, db: str) -> Expected:
     out.sales = (await rows(f"SELECT count() FROM {db}.sales"))[0][0]
     for status, n in await rows(f"SELECT status, count() FROM {db}.sales_calls GROUP BY status"):
         out.calls[status] = n
-    totals = "currency, purchases, turnover"
-    for u, k, cur, p, t in await rows(
-        f"SELECT universe, campaign_id, {totals} FROM {db}.campaign_turnover"
-    ):
-        out.campaign[(u, k, cur)] = [p, t]
-    for u, c, cur, p, t in await rows(
-        f"SELECT universe, customer_id, {totals} FROM {db}.customer_turnover"
-    ):
-        out.customer[(u, c, cur)] = [p, t]
-    for u, k, link, cur, p, t in await rows(
-        f"SELECT universe, campaign_id, link_id, {totals} FROM {db}.link_turnover"
-    ):
-        out.link[(u, k, link, cur)] = [p, t]
-    for u, k, d, cur, p, t in await rows(
-        f"SELECT universe, campaign_id, day, {totals} FROM {db}.campaign_turnover_daily"
-    ):
-        out.daily[(u, k, d.isoformat(), cur)] = [p, t]
+    for status, n in await rows(f"SELECT status, count() FROM {db}.refunds_calls GROUP BY status"):
+        out.refund_calls[status] = n
+    totals = (
+        "currency, purchases, turnover, gross_purchases, gross_turnover, refunds, refunded_turnover"
+    )
+    keyed = {
+        "campaign": "universe, campaign_id",
+        "customer": "universe, customer_id",
+        "link": "universe, campaign_id, link_id",
+        "daily": "universe, campaign_id, toString(day)",
+    }
+    views = {
+        "campaign": "campaign_turnover",
+        "customer": "customer_turnover",
+        "link": "link_turnover",
+        "daily": "campaign_turnover_daily",
+    }
+    for name, keys in keyed.items():
+        table = getattr(out, name)
+        for *key, cur, p, t, gp, gt, n, rt in await rows(
+            f"SELECT {keys}, {totals} FROM {db}.{views[name]}"
+        ):
+            k = (*key, cur)
+            table[k] = [p, t]
+            out.gross[name][k] = [gp, gt]
+            if n:
+                # Refunded purchases: what the gross count has that the net one has not.
+                out.refunds[name][k] = [n, gp - p, rt]
     return out
 
 
 def as_dict(e: Expected) -> dict[str, Any]:
     return {
         "sales": e.sales, "calls": dict(e.calls), "campaign": e.campaign,
-        "customer": e.customer, "link": e.link, "daily": e.daily,
+        "customer": e.customer, "link": e.link, "daily": e.daily, "gross": dict(e.gross),
+        "refunds": dict(e.refunds), "refund_calls": dict(e.refund_calls),
     }  # fmt: skip
 
 
@@ -72,5 +87,8 @@ __all__ = [
     "click_as_raw",
     "generate",
     "oracle",
+    "refund",
+    "refund_as_raw",
     "sale",
+    "with_refunds",
 ]

@@ -45,6 +45,8 @@ def test_each_rollup_is_a_table_its_materialized_view_and_a_public_view() -> Non
     for rollup in ROLLUPS:
         assert f"CREATE TABLE IF NOT EXISTS {DATABASE}.{rollup.table}_g1\n" in tables
         assert f"MATERIALIZED VIEW IF NOT EXISTS {DATABASE}.{rollup.table}_mv_g1\n" in tables
+        refunds_view = f"MATERIALIZED VIEW IF NOT EXISTS {DATABASE}.{rollup.table}_refunds_mv_g1\n"
+        assert refunds_view in tables
         assert f"CREATE OR REPLACE VIEW {DATABASE}.{rollup.view} AS\n" in views
     assert not any("{rollup" in sql for sql in table_statements(DATABASE, 1))
 
@@ -59,4 +61,5 @@ def test_a_generation_can_be_prepared_without_its_rollups() -> None:
     everything = table_statements(DATABASE, 1)
     without = table_statements(DATABASE, 1, rollups=False)
     assert without == [sql for sql in everything if "_rollup_" not in sql]
-    assert len(everything) - len(without) == 2 * len(ROLLUPS)
+    # Per rollup: its table, the columns added in place, its views of sales and of refunds.
+    assert len(everything) - len(without) == 4 * len(ROLLUPS)

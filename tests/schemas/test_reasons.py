@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import ast
 import re
+from decimal import Decimal
 from pathlib import Path
 
 from ingest.api import JsonNumber, JsonObject, item_values
 from projector.interpret import interpret_sale
-from schemas.raw import SaleRequest
+from projector.refunds import SaleFacts, decide_refunds
+from schemas.raw import RefundRequest, SaleRequest
 from schemas.reasons import API_ONLY, MESSAGES, Reason
+from schemas.refunds import RefundCall, read_refund
 from schemas.rules import DEFAULT_RULES, reason_message, sale_call, sale_call_from_values
 
 ROOT = Path(__file__).parent.parent.parent
@@ -65,6 +68,30 @@ def produced() -> dict[str, str]:
     for label, raw in marks.items():
         call, _ = interpret_sale(raw, secret="s" * 32, window_ms=1000, rules=DEFAULT_RULES)
         found[label] = call.reason
+    found.update(refund_reasons())
+    return found
+
+
+def refund_reasons() -> dict[str, str]:
+    """The reasons only refunds give: of their shape, then of their sale."""
+
+    def refund(**fields: str) -> RefundCall:
+        return read_refund(RefundRequest(event_id="r", received_at_ms=1, fields=fields))
+
+    ok = {"universe": "u", "id": "t1", "refund_id": "r1"}
+    sale = SaleFacts(Decimal("10"), "EUR")
+    decided = {
+        "refund of an unknown sale": (refund(**ok), None),
+        "refund above the sale": (refund(**ok, amount="11"), sale),
+        "refund in another currency": (refund(**ok, currency="usd"), sale),
+    }
+    found = {
+        "refund without refund id": refund(universe="u", id="t1").reason,
+        "refund of 0": refund(**ok, amount="0,00").reason,
+    }
+    for label, pair in decided.items():
+        [outcome], _ = decide_refunds([pair], {})
+        found[label] = outcome.decision.reason
     return found
 
 
