@@ -172,20 +172,19 @@ def rollup_table_statements(rollup: Rollup) -> list[str]:
 def rollup_view_statement(rollup: Rollup) -> str:
     """The rollup's public view, templated like the files: ``purchases`` and ``turnover`` are
     net of refunds (a day's can be negative: a refund is booked on its own day), beside the
-    gross figures and the refunds."""
-    keys = [c.name for c in _key(rollup)]
-    sums = [
-        "sum(purchases) - sum(refunded_purchases) AS purchases",
-        "sum(turnover) - sum(refunded_turnover) AS turnover",
-        "sum(purchases) AS gross_purchases", "sum(turnover) AS gross_turnover",
-        "sum(refunds) AS refunds", "sum(refunded_turnover) AS refunded_turnover",
-    ]  # fmt: skip
-    selected = ",\n       ".join(sums)
+    gross figures and the refunds. The sums are named apart in a subquery: an alias that is
+    also a column's name would be read inside the other sums (nested aggregation)."""
+    keys = ", ".join(c.name for c in _key(rollup))
     return (
         f"CREATE OR REPLACE VIEW {{database}}.{rollup.view} AS\n"
-        f"SELECT {', '.join(keys)},\n       {selected}\n"
-        f"FROM {{database}}.{rollup.table}_g{{generation}}\n"
-        f"GROUP BY {', '.join(keys)}"
+        f"SELECT {keys},\n"
+        "       p - rp AS purchases, t - rt AS turnover, p AS gross_purchases,\n"
+        "       t AS gross_turnover, n AS refunds, rt AS refunded_turnover\n"
+        f"FROM (SELECT {keys},\n"
+        "             sum(purchases) AS p, sum(turnover) AS t, sum(refunds) AS n,\n"
+        "             sum(refunded_purchases) AS rp, sum(refunded_turnover) AS rt\n"
+        f"      FROM {{database}}.{rollup.table}_g{{generation}}\n"
+        f"      GROUP BY {keys})"
     )
 
 
