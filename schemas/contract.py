@@ -22,12 +22,14 @@ from typing import Any, Final
 import msgspec
 
 from schemas.events import Click, SaleCall
-from schemas.raw import COOKIES_MAX, QUERY_MAX, ClickRequest, SaleRequest
+from schemas.raw import COOKIES_MAX, QUERY_MAX, ClickRequest, RefundRequest, SaleRequest
 
 SCHEMA_DIR: Final = Path(__file__).resolve().parent / "json"
 DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
 
-EventType = type[SaleRequest] | type[ClickRequest] | type[SaleCall] | type[Click]
+EventType = (
+    type[SaleRequest] | type[ClickRequest] | type[RefundRequest] | type[SaleCall] | type[Click]
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,10 @@ class Event:
 EVENTS: Final = (
     Event("sale-request.v2", SaleRequest, "sales", "Published by the edge since version 2."),
     Event("click-request.v2", ClickRequest, "clicks", "Published by the edge since version 2."),
+    Event(
+        "refund-request.v3", RefundRequest, "sales",
+        "Published by the edge since refunds (POST /v1/refunds).",
+    ),
     Event(
         "sale-call.v1", SaleCall, "sales",
         "No longer published; the projector still reads it in logs written before version 2.",
@@ -107,6 +113,29 @@ DESCRIPTIONS: Final[dict[EventType, dict[str, str]]] = {
         "too_long": (
             "`query` or `cookies` when that part was longer than allowed and was cut: the "
             "projector rejects the call as `too_long`. Absent otherwise."
+        ),
+        "client_hash": _HASH.format(empty="Absent"),
+    },
+    RefundRequest: {
+        "v": _V.format(v=3)
+        + " Version 3 is this event kind: a reader that knows only sales refuses it.",
+        "event_id": (
+            "Unique id the edge gave this refund call (opaque). A copy sent again after a lost "
+            "acknowledgement has the same event_id."
+        ),
+        "received_at_ms": _TIME
+        + "When the edge received the refund: the day its turnover is lowered on.",
+        "fields": (
+            "The refund object's known fields, as strings: `universe` (the API key's universe "
+            "when the object names none), `id` (the refunded transaction), `refund_id` (counted "
+            "once per transaction, ever), `amount` (a JSON number as its exact text; absent: "
+            "all that is left of the sale), `currency` (when given, must be the sale's). "
+            "Absent when empty."
+        ),
+        "problem": (
+            "What the edge refused in the refund object's shape (`item_not_object`, "
+            "`<field>_not_string`, `universe_not_allowed`, `duplicate_field`); the projector "
+            "rejects the refund with it as the reason. Absent when none."
         ),
         "client_hash": _HASH.format(empty="Absent"),
     },

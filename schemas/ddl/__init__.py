@@ -175,16 +175,21 @@ def rollup_view_statement(rollup: Rollup) -> str:
     gross figures and the refunds. The sums are named apart in a subquery: an alias that is
     also a column's name would be read inside the other sums (nested aggregation)."""
     keys = ", ".join(c.name for c in _key(rollup))
+    sums = (
+        "sum(purchases) AS p, sum(turnover) AS t, sum(refunds) AS n,\n"
+        "             sum(refunded_purchases) AS rp, sum(refunded_turnover) AS rt"
+    )
+    inner = (
+        f"(SELECT {keys},\n             {sums}\n"  # noqa: S608 - names from ROLLUPS
+        f"      FROM {{database}}.{rollup.table}_g{{generation}}\n"
+        f"      GROUP BY {keys})"
+    )
     return (
         f"CREATE OR REPLACE VIEW {{database}}.{rollup.view} AS\n"
         f"SELECT {keys},\n"
         "       p - rp AS purchases, t - rt AS turnover, p AS gross_purchases,\n"
         "       t AS gross_turnover, n AS refunds, rt AS refunded_turnover\n"
-        f"FROM (SELECT {keys},\n"
-        "             sum(purchases) AS p, sum(turnover) AS t, sum(refunds) AS n,\n"
-        "             sum(refunded_purchases) AS rp, sum(refunded_turnover) AS rt\n"
-        f"      FROM {{database}}.{rollup.table}_g{{generation}}\n"
-        f"      GROUP BY {keys})"
+        f"FROM {inner}"
     )
 
 

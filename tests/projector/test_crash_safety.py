@@ -22,8 +22,9 @@ from helpers import produce, running_projector, settled
 from projector.loop import Projector
 from projector.metrics import ProjectorMetrics
 from projector.settings import ProjectorSettings
-from scenario import actual, as_dict, generate, oracle
+from scenario import actual, as_dict, generate, oracle, with_refunds
 from schemas.events import Click, SaleCall
+from schemas.refunds import RefundCall
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,10 +89,13 @@ def projectors(tmp_path: Path, service_env: dict[str, str]) -> Iterator[Projecto
 
 async def clicks_projected_first(
     settings: ProjectorSettings, *, seed: int, sales: int
-) -> tuple[list[Click], list[SaleCall]]:
+) -> tuple[list[Click], list[SaleCall | RefundCall]]:
     """A scenario whose clicks are projected before its sales are sent (as in life), replayed
-    without joining the group, so that only the processes under test hold partitions."""
-    clicks, calls = generate(seed=seed, sales=sales)
+    without joining the group, so that only the processes under test hold partitions. Its
+    sales come with refunds of every kind (partial, full, duplicate refund ids, before their
+    sale, above what is left, of unknown transactions)."""
+    clicks, sold = generate(seed=seed, sales=sales)
+    calls = with_refunds(sold, seed=seed)
     await produce(settings, clicks)
     await asyncio.wait_for(
         Projector(settings, ProjectorMetrics(), generation=1).run(asyncio.Event(), burst=True),
@@ -113,12 +117,18 @@ async def test_projector_killed_at_any_checkpoint_stage_restarts_to_the_same_tot
     )
     assert await asyncio.to_thread(doomed.popen.wait, 120) == -signal.SIGKILL
     assert f"fault injection: SIGKILL at {stage} of batch 3" in doomed.text()
-    written = (await ch.query(f"SELECT count() FROM {db}.sales_calls")).result_rows[0][0]
+    written = (
+        await ch.query(
+            f"SELECT (SELECT count() FROM {db}.sales_calls) + (SELECT count() FROM {db}.refunds_calls)"
+        )
+    ).result_rows[0][0]
     assert written < len(calls)  # it really died half-way
 
     projectors.start(batch_max=200)
     await settled(ch, db, len(clicks) + len(calls), timeout=120)
-    assert as_dict(await actual(ch, db)) == as_dict(oracle(clicks, calls))
+    expected = oracle(clicks, calls)
+    assert expected.refund_calls.keys() == {"counted", "duplicate", "rejected"}
+    assert as_dict(await actual(ch, db)) == as_dict(expected)
 
 
 async def test_two_projectors_share_the_work_and_one_killed_midway_loses_nothing(

@@ -19,9 +19,21 @@ from projector.metrics import ProjectorMetrics
 from projector.rebuild import rebuild
 from projector.settings import ProjectorSettings
 from projector.sink import ClickHouseSink
-from scenario import DAY_MS, T0, actual, as_dict, click, generate, oracle, sale
+from scenario import (
+    DAY_MS,
+    T0,
+    actual,
+    as_dict,
+    click,
+    generate,
+    oracle,
+    refund,
+    sale,
+    with_refunds,
+)
 from schemas.ddl import meta_statements, table_statements, view_statements
 from schemas.events import Click, SaleCall, encode
+from schemas.refunds import RefundCall
 
 
 async def replay(settings: ProjectorSettings) -> Projector:
@@ -45,13 +57,15 @@ class Feeder:
         self.projector = projector
         self.sent = 0
 
-    async def send(self, events: Sequence[SaleCall | Click | tuple[bytes, bytes]]) -> None:
+    async def send(
+        self, events: Sequence[SaleCall | RefundCall | Click | tuple[bytes, bytes]]
+    ) -> None:
         """Publish, then wait until every event published so far has its ledger row."""
         await produce(self.settings, events)
         self.sent += len(events)
         await settled(self.ch, self.settings.clickhouse_database, self.sent)
 
-    async def feed(self, clicks: list[Click], calls: list[SaleCall]) -> None:
+    async def feed(self, clicks: list[Click], calls: Sequence[SaleCall | RefundCall]) -> None:
         """Clicks first, then the calls: as in life, a click precedes its sale."""
         await self.send(list(clicks))
         await self.send(list(calls))
@@ -367,14 +381,18 @@ async def test_sql_surface_answers_the_documented_examples(
 async def test_rebuild_yields_identical_tables(
     projector_settings: ProjectorSettings, ch: AsyncClient
 ) -> None:
-    clicks, calls = generate(seed=11, sales=800)
+    clicks, sold = generate(seed=11, sales=800)
+    calls = with_refunds(sold, seed=11)  # partial, full, duplicate, early, rejected refunds
     db = projector_settings.clickhouse_database
+    refunds_sql = f"SELECT * FROM {db}.refunds ORDER BY universe, transaction_id, refund_id"
     async with live(projector_settings, ch) as feeder:
         await feeder.feed(clicks, calls)
         before = as_dict(await actual(ch, db))
+        assert before["refund_calls"].keys() == {"counted", "duplicate", "rejected"}
         sales_before = await rows(
             ch, f"SELECT * FROM {db}.sales ORDER BY universe, transaction_id, event_id"
         )
+        refunds_before = await rows(ch, refunds_sql)
 
         lines: list[str] = []
         generation = await rebuild(projector_settings, write=lines.append)
@@ -387,9 +405,13 @@ async def test_rebuild_yields_identical_tables(
             await rows(ch, f"SELECT * FROM {db}.sales ORDER BY universe, transaction_id, event_id")
             == sales_before
         )
+        assert await rows(ch, refunds_sql) == refunds_before
 
         # The live projector follows the new generation and keeps counting exactly.
-        more = [sale("late-1", "late-tx", amount="1.5", universe="shop_a")]
+        more: list[SaleCall | RefundCall] = [
+            sale("late-1", "late-tx", amount="1.5", universe="shop_a"),
+            refund("late-r", "late-tx", "late-rf", amount="0.5", universe="shop_a"),
+        ]
         await feeder.send(more)
         assert as_dict(await actual(ch, db)) == as_dict(oracle(clicks, calls + more))
 
@@ -422,7 +444,9 @@ async def test_a_generation_without_per_currency_rollups_keeps_answering_until_a
     ]
     # Today's projector on it: it starts, counts, and leaves the old views as they were.
     await feed(projector_settings, ch, [], calls)
-    assert await rows(ch, f"SELECT * FROM {db}.campaign_turnover") == [("demo", "", 2, Decimal(20))]
+    assert await rows(
+        ch, f"SELECT universe, campaign_id, purchases, turnover FROM {db}.campaign_turnover"
+    ) == [("demo", "", 2, Decimal(20))]
     assert any("predates per-currency rollups" in r.getMessage() for r in caplog.records)
 
     assert await rebuild(projector_settings, write=lambda _: None) == 2

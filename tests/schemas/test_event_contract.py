@@ -27,7 +27,13 @@ from projector.settings import ProjectorSettings
 from rawhttp import exchange, request_head
 from schemas.contract import SCHEMA_DIR, Event, differences, event_schema, write
 from schemas.events import EventDecodeError, decode_click, decode_sale
-from schemas.raw import QUERY_MAX, SaleRequest, decode_click_request, decode_sale_request
+from schemas.raw import (
+    QUERY_MAX,
+    SaleRequest,
+    decode_click_request,
+    decode_refund_request,
+    decode_sale_request,
+)
 from schemas.signing import Link, link_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -189,6 +195,7 @@ def test_the_version_1_log_the_projector_still_reads_validates_against_the_commi
 
 
 V2_SALE = {"v": 2, "event_id": "e1", "received_at_ms": 1, "source": "pixel", "query": "a=1"}
+REFUND = {"v": 3, "event_id": "r1", "received_at_ms": 1, "fields": {"id": "t1", "refund_id": "a"}}
 V1_CLICK = {
     "event_id": "c1", "clicked_at_ms": 1, "universe": "demo", "customer_id": "alice",
     "campaign_id": "k", "link_id": "l", "product": "", "client_hash": "", "v": 1,
@@ -196,7 +203,7 @@ V1_CLICK = {
 
 
 def sale_decodes(value: bytes) -> bool:
-    if decode_sale_request(value) is not None:
+    if decode_sale_request(value) is not None or decode_refund_request(value) is not None:
         return True
     try:
         decode_sale(value)
@@ -220,7 +227,10 @@ def click_decodes(value: bytes) -> bool:
     [
         ("sales", V2_SALE, True),
         ("sales", {**V2_SALE, "added_later": "x"}, True),  # unknown fields are ignored
-        ("sales", {**V2_SALE, "v": 3}, False),
+        ("sales", {**V2_SALE, "v": 4}, False),
+        ("sales", REFUND, True),
+        ("sales", {**REFUND, "fields": {"amount": 1}}, False),
+        ("sales", {k: v for k, v in REFUND.items() if k != "received_at_ms"}, False),
         ("sales", {**V2_SALE, "received_at_ms": -1}, False),
         ("sales", {**V2_SALE, "source": "email"}, False),
         ("sales", {**V2_SALE, "fields": {"amount": 1}}, False),
