@@ -3,6 +3,7 @@ refund published as received under its sale's key."""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import aiohttp
@@ -18,7 +19,8 @@ AUTH = {"Authorization": f"Bearer {TEST_API_KEY}"}
 
 
 async def post(base: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
-    data = body if isinstance(body, bytes) else orjson.dumps(body)
+    # A file object: aiohttp warns that a large raw body could block the loop.
+    data = io.BytesIO(body if isinstance(body, bytes) else orjson.dumps(body))
     async with (
         aiohttp.ClientSession() as session,
         session.post(
