@@ -38,7 +38,8 @@ class Checkpoint:
             ClickHouse holds the positions, and the next owner skips what is written.
 
     If step 1 raises, nothing is cached or committed. ``TRACKER_PROJECTOR_FAULT`` (a test
-    hook) kills the process before step 1, after step 2 or after step 3.
+    hook) kills the process before step 1, between its two inserts (clicks, then sales),
+    after step 2 or after step 3.
     """
 
     def __init__(
@@ -61,15 +62,18 @@ class Checkpoint:
 
     def sink(self, projected: Projected) -> ClickHouseSink:
         """The batch's rows, added to a sink of its generation's tables."""
-        sink = ClickHouseSink(self._store, self._metrics)
+        sink = ClickHouseSink(
+            self._store, self._metrics, self._settings.kafka.topics.clicks,
+            between_inserts=lambda: self._fault("between-inserts"),
+        )  # fmt: skip
         sink.clear(projected.written.generation)
         rows = projected.rows
-        for table, added in (
-            (sink.dead_letters, rows.dead_letters), (sink.clicks, rows.clicks),
-            (sink.calls, rows.calls), (sink.refunds, rows.refunds),
+        for add, added in (
+            (sink.add_dead_letter, rows.dead_letters), (sink.add_click, rows.clicks),
+            (sink.add_call, rows.calls), (sink.add_refund, rows.refunds),
         ):  # fmt: skip
             for row, position in added:
-                table.add(row, position)
+                add(row, position)
         return sink
 
     async def __call__(self, sink: ClickHouseSink, projected: Projected, started: float) -> None:

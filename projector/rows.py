@@ -34,6 +34,13 @@ DEAD_LETTERS_COLUMNS: Final = (
     "payload",
 )  # fmt: skip
 
+# The intake tables (schemas/ddl/tables.sql): every ledger row of one topic goes into one
+# insert, as its kind plus the union of the ledgers' columns (what a kind lacks is blank).
+SALES_INTAKE_COLUMNS: Final = (
+    "kind", *SALES_CALLS_COLUMNS, "refund_id", "full_refund", "sold_at", "payload",
+)  # fmt: skip
+CLICKS_INTAKE_COLUMNS: Final = ("kind", *CLICKS_COLUMNS, "reason", "payload")
+
 Row = tuple[object, ...]
 # Where a record came from: topic, partition, offset, log epoch, record fingerprint. Every
 # ledger row ends with it (the positions views read it).
@@ -92,3 +99,43 @@ def click_row(click: Click, position: Position) -> Row:
 
 def dead_letter_row(position: Position, reason: str, payload: bytes | None) -> Row:
     return (*position, reason, (payload or b"").decode("utf-8", errors="replace"))
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+# The blank of an intake column a kind does not have (strings: "").
+_BLANKS: Final[dict[str, object]] = {
+    "amount": ZERO, "clicked_at": None, "sold_at": None, "received_at": _EPOCH,
+    "kafka_partition": 0, "kafka_offset": 0, "log_epoch": 0, "kafka_fingerprint": 0,
+    "full_refund": 0,
+}  # fmt: skip
+
+
+class Intake:
+    """How the rows of a topic's ledgers become rows of its intake table."""
+
+    def __init__(self, columns: tuple[str, ...], blanks: dict[str, object] | None = None) -> None:
+        self.columns = columns
+        blanks = _BLANKS if blanks is None else blanks
+        self._blank = tuple(blanks.get(c, "") for c in columns)
+        self._at: dict[tuple[str, ...], tuple[tuple[int, ...], int]] = {}
+
+    def row(self, kind: str, columns: tuple[str, ...], row: Row) -> Row:
+        at = self._at.get(columns)
+        if at is None:
+            indexes = tuple(self.columns.index(c) for c in columns)
+            # A ledger whose columns open the intake's (calls, clicks: most rows) is copied
+            # whole and padded, not placed column by column.
+            prefix = len(columns) if indexes == tuple(range(1, len(columns) + 1)) else 0
+            at = self._at[columns] = (indexes, prefix)
+        indexes, prefix = at
+        if prefix:
+            return (kind, *row, *self._blank[prefix + 1 :])
+        out = list(self._blank)
+        out[0] = kind
+        for i, value in zip(indexes, row, strict=True):
+            out[i] = value
+        return tuple(out)
+
+
+SALES_INTAKE: Final = Intake(SALES_INTAKE_COLUMNS)
+CLICKS_INTAKE: Final = Intake(CLICKS_INTAKE_COLUMNS, {**_BLANKS, "clicked_at": _EPOCH})

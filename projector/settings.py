@@ -87,7 +87,7 @@ class ProjectorSettings:
             fault=env.choice(
                 "TRACKER_PROJECTOR_FAULT",
                 "none",
-                ("none", "before-write", "after-write", "after-commit"),
+                ("none", "before-write", "between-inserts", "after-write", "after-commit"),
             ).replace("none", ""),
             fault_after_batches=env.integer("TRACKER_PROJECTOR_FAULT_AFTER_BATCHES", 1, minimum=1),
         )

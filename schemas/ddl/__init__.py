@@ -219,6 +219,10 @@ def _on_cluster(sql: str, cluster: str) -> str:
     sql = f"{sql[: head.end()]} ON CLUSTER `{cluster}`{sql[head.end() :]}"
 
     def replicated(engine: re.Match[str]) -> str:
+        if engine.group(1) == "Null":
+            # The intake tables hold nothing: each replica has its own, and what an insert
+            # into one fans out to lands in that replica's replicated ledgers.
+            return engine.group(0)
         if not _MERGE_TREE.match(engine.group(1)):
             # Any other engine keeps its data on one server: not a replica at all.
             raise ValueError(f"{name}: engine {engine.group(1)} cannot be replicated")

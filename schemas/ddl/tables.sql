@@ -1,8 +1,9 @@
 -- Physical tables of one generation ({generation}). Analysts read the views of views.sql.
 --
 -- Exactly-once in effect: the projector writes each batch of one topic as ONE insert into
--- one ledger table (sales_calls_g / clicks_g / dead_letters_g); everything else is derived
--- from those inserts by materialized views. A single-block insert is atomic, and every
+-- its intake table (end of this file), whose views fan the rows out to the ledgers
+-- (sales_calls_g / refunds_calls_g / clicks_g / dead_letters_g); everything else is derived
+-- from the ledgers by materialized views. A single-block insert is atomic, and every
 -- ledger row carries its Kafka position (with its log epoch and record fingerprint);
 -- log_positions_g (fed by the same inserts) holds the next offset to write per partition and
 -- epoch, and the projector skips or rewinds against it before every write. So a batch is applied once even if the process dies between the write and the
@@ -223,3 +224,92 @@ FROM {database}.refunds_calls_g{generation} WHERE status = 'counted';
 -- The rollups' tables and materialized views (one from sales_calls_g, one from
 -- refunds_calls_g each), rendered from ROLLUPS in __init__.py.
 {rollup_tables};
+
+-- Intake: what the projector inserts. ONE insert per topic per batch, into a Null table whose
+-- materialized views fan the rows out to that topic's ledgers by `kind`. The ledgers' rows of
+-- one partition then arrive in one insert: a batch's positions (log_positions_g, the max over
+-- every ledger) can never move past a row of another ledger that a crash between two inserts
+-- left unwritten (a dead letter or refund written, the calls below it not: they were skipped
+-- on restart). The token of the insert deduplicates it in every table it reaches
+-- (deduplicate_blocks_in_dependent_materialized_views), as a direct insert did.
+CREATE TABLE IF NOT EXISTS {database}.sales_intake_g{generation}
+(
+    kind              LowCardinality(String),
+    universe          String,
+    transaction_id    String,
+    event_id          String,
+    source            String,
+    status            String,
+    reason            String,
+    amount_raw        String,
+    amount            Decimal(18, 4),
+    currency          String,
+    customer_id       String,
+    campaign_id       String,
+    link_id           String,
+    product           String,
+    clicked_at        Nullable(DateTime64(3, 'UTC')),
+    received_at       DateTime64(3, 'UTC'),
+    client_hash       String,
+    kafka_topic       String,
+    kafka_partition   UInt32,
+    kafka_offset      UInt64,
+    log_epoch         UInt32,
+    kafka_fingerprint UInt64,
+    refund_id         String,
+    full_refund       UInt8,
+    sold_at           Nullable(DateTime64(3, 'UTC')),
+    payload           String
+)
+ENGINE = Null;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.sales_calls_from_intake_g{generation}
+TO {database}.sales_calls_g{generation} AS
+SELECT universe, transaction_id, event_id, source, status, reason, amount_raw, amount, currency,
+       customer_id, campaign_id, link_id, product, clicked_at, received_at, client_hash,
+       kafka_topic, kafka_partition, kafka_offset, log_epoch, kafka_fingerprint
+FROM {database}.sales_intake_g{generation} WHERE kind = 'call';
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.refunds_calls_from_intake_g{generation}
+TO {database}.refunds_calls_g{generation} AS
+SELECT universe, transaction_id, refund_id, event_id, status, reason, amount_raw, amount,
+       currency, full_refund, customer_id, campaign_id, link_id, product, sold_at, received_at,
+       client_hash, kafka_topic, kafka_partition, kafka_offset, log_epoch, kafka_fingerprint
+FROM {database}.sales_intake_g{generation} WHERE kind = 'refund';
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.dead_letters_from_sales_intake_g{generation}
+TO {database}.dead_letters_g{generation} AS
+SELECT kafka_topic, kafka_partition, kafka_offset, log_epoch, kafka_fingerprint, reason, payload
+FROM {database}.sales_intake_g{generation} WHERE kind = 'dead_letter';
+
+CREATE TABLE IF NOT EXISTS {database}.clicks_intake_g{generation}
+(
+    kind              LowCardinality(String),
+    universe          String,
+    customer_id       String,
+    campaign_id       String,
+    link_id           String,
+    product           String,
+    clicked_at        DateTime64(3, 'UTC'),
+    event_id          String,
+    client_hash       String,
+    kafka_topic       String,
+    kafka_partition   UInt32,
+    kafka_offset      UInt64,
+    log_epoch         UInt32,
+    kafka_fingerprint UInt64,
+    reason            String,
+    payload           String
+)
+ENGINE = Null;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.clicks_from_intake_g{generation}
+TO {database}.clicks_g{generation} AS
+SELECT universe, customer_id, campaign_id, link_id, product, clicked_at, event_id, client_hash,
+       kafka_topic, kafka_partition, kafka_offset, log_epoch, kafka_fingerprint
+FROM {database}.clicks_intake_g{generation} WHERE kind = 'click';
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.dead_letters_from_clicks_intake_g{generation}
+TO {database}.dead_letters_g{generation} AS
+SELECT kafka_topic, kafka_partition, kafka_offset, log_epoch, kafka_fingerprint, reason, payload
+FROM {database}.clicks_intake_g{generation} WHERE kind = 'dead_letter';
