@@ -19,7 +19,7 @@ from pathlib import Path
 import orjson
 
 from bench import edge, freshness, projector, services
-from bench.report import Results, machine, plot, say, write_report
+from bench.report import Results, machine, plot, plot_projector, say, write_report
 from bench.scale import SCALES, STAGES
 from bench.services import ROOT
 
@@ -81,7 +81,9 @@ def main() -> int:
                 save()
             if "projector" in stages:
                 say("3. projector vs its limits, and its memory")
-                projector.run(scale, bootstrap, clickhouse, workdir, results, save)
+                projector.run(scale, bootstrap, clickhouse, workdir, results, save,
+                              services.pid_of(stack, "clickhouse"))  # fmt: skip
+                plot_projector(results, args.out.with_name(f"{args.out.stem}-projector.png"))
                 save()
         finally:
             stack.stop()

@@ -5,11 +5,14 @@ memory over a larger log."""
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
@@ -17,6 +20,9 @@ import clickhouse_connect
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from bench import kafka_engine, scale_out
+from bench.clickhouse_profile import profile
+from bench.cpu import cpu_seconds
 from bench.oracle import oracle
 from bench.report import Results, say
 from bench.scale import Scale
@@ -99,25 +105,58 @@ def bare_insert(clickhouse: str, database: str, generation: int) -> tuple[int, f
         client.close()
 
 
-def run_rebuild(env: dict[str, str], log_path: Path) -> tuple[float, int]:
-    """The projector, as a process, from an empty ClickHouse to caught up; (s, peak KiB).
+@dataclass(frozen=True)
+class Measured:
+    """One projector process's run: wall time, peak memory, CPU, and progress over time."""
+
+    seconds: float
+    peak_kib: int
+    # CPU seconds of the projector process (wait4) and of the ClickHouse server (/proc).
+    projector_cpu_s: float
+    clickhouse_cpu_s: float
+    # (seconds since start, events done) as the rebuild reported them, about once a second.
+    series: list[tuple[float, int]] = field(default_factory=list)
+
+
+_PROGRESS = re.compile(r"rebuild: ([\d,]+)/[\d,]+ events")
+
+
+def run_rebuild(
+    env: dict[str, str], log_path: Path, clickhouse_pid: int, cwd: Path = ROOT
+) -> Measured:
+    """The projector, as a process, from an empty ClickHouse to caught up.
 
     The peak is the process's own VmHWM, polled while it runs. Not wait4's ru_maxrss: that
     counts the forked child before exec, i.e. this benchmark process with its whole
     generated workload in memory (it reported 3.1 GiB for a projector that used 340 MiB).
+    Its CPU is wait4's (utime + stime), ClickHouse's read from /proc before and after.
+    ``cwd``: the tree whose projector runs (an A/B runs an exported older commit).
     """
+    clickhouse_before = cpu_seconds(clickhouse_pid)
     started = time.perf_counter()
-    peak = 0
+    peak, series, seen = 0, [], 0
     with log_path.open("w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "projector", "rebuild"], cwd=ROOT,
+        process = subprocess.Popen([sys.executable, "-m", "projector", "rebuild"], cwd=cwd,
                                    env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-        while process.poll() is None:
-            peak = max(peak, peak_rss_kb(process.pid))
-            time.sleep(0.2)
+        with log_path.open() as progress:
+            while True:
+                pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+                if pid:
+                    break
+                peak = max(peak, peak_rss_kb(process.pid))
+                for line in progress.read().splitlines():
+                    if match := _PROGRESS.search(line):
+                        seen = max(seen, int(match.group(1).replace(",", "")))
+                        series.append((round(time.perf_counter() - started, 2), seen))
+                time.sleep(0.2)
     elapsed = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise RuntimeError(f"projector rebuild failed:\n{log_path.read_text()[-3000:]}")
-    return elapsed, peak
+    return Measured(
+        elapsed, peak, usage.ru_utime + usage.ru_stime,
+        cpu_seconds(clickhouse_pid) - clickhouse_before, series,
+    )  # fmt: skip
 
 
 def check_totals(clickhouse: str, database: str, workload: Workload) -> bool:
@@ -154,7 +193,7 @@ def check_totals(clickhouse: str, database: str, workload: Workload) -> bool:
 
 def run(
     scale: Scale, bootstrap: str, clickhouse: str, workdir: Path, results: Results,
-    save: Callable[[], None],
+    save: Callable[[], None], clickhouse_pid: int,
 ) -> None:  # fmt: skip
     prefix = f"proj{uuid.uuid4().hex[:8]}"
     topics = Topics(f"{prefix}.")
@@ -165,8 +204,11 @@ def run(
     consume_s = asyncio.run(bare_consume(bootstrap, topics, total))
     say(f"  limit 1, bare fetch + orjson: {total / consume_s:,.0f} events/s")
     env = service_env(bootstrap, clickhouse, prefix, workdir)
-    elapsed, peak_kib = run_rebuild(env, workdir / f"{prefix}-rebuild.log")
+    since = int(time.time())
+    run = run_rebuild(env, workdir / f"{prefix}-rebuild.log", clickhouse_pid)
+    elapsed = run.seconds
     database = prefix
+    results.clickhouse_profile = profile(clickhouse, database, since, elapsed)
     # On an empty database, rebuild creates generation 1 (empty) and builds generation 2.
     ok = check_totals(clickhouse, database, workload)
     rows, insert_s = bare_insert(clickhouse, database, generation=2)
@@ -177,23 +219,40 @@ def run(
         "events": total, "seconds": round(elapsed, 2), "events_per_s": round(rate),
         "limit_consume": round(total / consume_s), "limit_insert": round(rows / insert_s),
         "ratio": round(rate / limit, 3), "exact": ok,
+        "projector_cpu_us_per_event": round(run.projector_cpu_s / total * 1e6, 1),
+        "clickhouse_cpu_us_per_event": round(run.clickhouse_cpu_s / total * 1e6, 1),
+        "series": run.series,
     }  # fmt: skip
-    results.memory[f"projector_peak_rss_mib_{total}"] = round(peak_kib / 1024, 1)
+    results.memory[f"projector_peak_rss_mib_{total}"] = round(run.peak_kib / 1024, 1)
     say(f"  projector: {total:,} events in {elapsed:.1f}s = {rate:,.0f}/s, "
         f"{rate / limit:.2f} of the smaller limit; totals {'exact' if ok else 'WRONG'}; "
-        f"peak RSS {peak_kib / 1024:.0f} MiB")  # fmt: skip
+        f"CPU per event: projector {run.projector_cpu_s / total * 1e6:.1f} us, ClickHouse "
+        f"{run.clickhouse_cpu_s / total * 1e6:.1f} us; peak RSS {run.peak_kib / 1024:.0f} MiB")  # fmt: skip
     if not ok:
         raise SystemExit("the projector's totals differ from the generator's: benchmark failed")
+    save()
+    say("  the Kafka table engine on the same log")
+    results.kafka_engine = kafka_engine.run(bootstrap, clickhouse, topics, workload, clickhouse_pid)
+    save()
+    say("  two projector processes in one group on the same log")
+    results.scale_out = scale_out.run(
+        bootstrap, clickhouse, prefix, workload, workdir, check_totals, round(rate)
+    )
     save()
     for events in scale.memory_events:
         big = generate(events, customers=1_000_000, seed=2)
         memory_prefix = f"mem{uuid.uuid4().hex[:8]}"
         asyncio.run(produce(bootstrap, Topics(f"{memory_prefix}."), big))
-        seconds, kib = run_rebuild(
+        big_run = run_rebuild(
             service_env(bootstrap, clickhouse, memory_prefix, workdir),
-            workdir / f"{memory_prefix}-rebuild.log",
-        )
-        results.memory[f"projector_peak_rss_mib_{events}"] = round(kib / 1024, 1)
+            workdir / f"{memory_prefix}-rebuild.log", clickhouse_pid,
+        )  # fmt: skip
+        results.memory[f"projector_peak_rss_mib_{events}"] = round(big_run.peak_kib / 1024, 1)
+        results.projector["large"] = {
+            "events": events, "events_per_s": round(events / big_run.seconds),
+            "projector_cpu_us_per_event": round(big_run.projector_cpu_s / events * 1e6, 1),
+            "clickhouse_cpu_us_per_event": round(big_run.clickhouse_cpu_s / events * 1e6, 1),
+        }  # fmt: skip
         say(f"  projector over {events:,} events ({len(big.calls):,} calls, 1M customers): "
-            f"peak RSS {kib / 1024:.0f} MiB, {events / seconds:,.0f} events/s")  # fmt: skip
+            f"peak RSS {big_run.peak_kib / 1024:.0f} MiB, {events / big_run.seconds:,.0f} events/s")  # fmt: skip
         save()

@@ -3,6 +3,7 @@ progress lines, the Markdown report and the plot."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 import subprocess
@@ -21,6 +22,12 @@ class Results:
     projector: dict[str, Any] = field(default_factory=dict)
     freshness: dict[str, Any] = field(default_factory=dict)
     memory: dict[str, Any] = field(default_factory=dict)
+    # Where ClickHouse's time went during the projector's run (bench/clickhouse_profile.py).
+    clickhouse_profile: dict[str, Any] = field(default_factory=dict)
+    # The peer on the same log: ClickHouse's Kafka engine (bench/kafka_engine.py).
+    kafka_engine: dict[str, Any] = field(default_factory=dict)
+    # Two projector processes in one group on the same log (bench/scale_out.py).
+    scale_out: dict[str, Any] = field(default_factory=dict)
 
 
 def say(line: str) -> None:
@@ -70,6 +77,131 @@ def plot(results: Results, path: Path) -> None:
     right.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+
+
+def plot_projector(results: Results, path: Path) -> None:
+    """Events/s over the run: the projector, the Kafka engine peer, and the two limits."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    p, k = results.projector, results.kafka_engine
+    for label, series in (("projector (exact)", p.get("series", [])),
+                          ("Kafka engine (not exact)", k.get("series", []))):  # fmt: skip
+        rates = _rates(series)
+        if rates:
+            ax.plot([t for t, _ in rates], [r for _, r in rates], label=label)
+    for label, key in (("limit: bare fetch + decode", "limit_consume"),
+                       ("limit: bare insert", "limit_insert")):  # fmt: skip
+        if key in p:
+            ax.axhline(p[key], linestyle="--", linewidth=1, label=label)
+    proxy = k.get("proxy", {})
+    if "events_per_s" in proxy:
+        ax.axhline(proxy["events_per_s"], linestyle=":", color="grey",
+                   label="Kafka engine's views fed by HTTP inserts (mean)")  # fmt: skip
+    ax.set(xlabel="seconds since start", ylabel="events/s", title="Projector over its run")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def _rates(series: list[list[float]] | list[tuple[float, int]]) -> list[tuple[float, float]]:
+    """(t, events done) samples -> (t, events/s over the interval since the one before)."""
+    out = []
+    for (t0, n0), (t1, n1) in itertools.pairwise(series):
+        if t1 > t0:
+            out.append((float(t1), (n1 - n0) / (t1 - t0)))
+    return out
+
+
+def _table(rows: list[dict[str, Any]]) -> list[str]:
+    """A list of same-keyed dicts as a Markdown table."""
+    if not rows:
+        return ["(nothing recorded)"]
+    names = list(rows[0])
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    for row in rows:
+        cells = (f"{v:,}" if isinstance(v, int) else str(v) for v in row.values())
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _profile_section(profile: dict[str, Any]) -> list[str]:
+    if not profile:
+        return []
+    return [
+        "", "### Where ClickHouse's time goes (the projector's run above)", "",
+        "Read from ClickHouse's own logs after the run (`bench/clickhouse_profile.py`). "
+        "Statements, per kind (`system.query_log`, ProfileEvents; `real_s` adds up the "
+        "threads' wall time):", "", *_table(profile.get("queries", [])), "",
+        "Materialized views, as the ledger inserts pushed rows through them "
+        "(`system.query_views_log`):", "", *_table(profile.get("views", [])), "",
+        "Parts created and merged per table (`system.part_log`):", "",
+        *_table(profile.get("parts", [])), "",
+        "Busiest processors of the insert pipelines, ledger and views together "
+        "(`system.processors_profile_log`):", "", *_table(profile.get("processors", [])),
+    ]  # fmt: skip
+
+
+def _peer_section(p: dict[str, Any], k: dict[str, Any]) -> list[str]:
+    if not k:
+        return []
+    lines = ["", "### The peer: ClickHouse's own Kafka table engine on the same log", ""]
+    lines.append(
+        "A `Kafka` table per topic (JSONEachRow), materialized views into rollups of the same "
+        "shape (`bench/kafka_engine.py`): amount, universe, id, customer and currency read out "
+        "of the raw query string with `extractURLParameter`. No dedupe (refreshes and "
+        "redeliveries count again), no click verification or last-click attribution."
+    )
+    run = k if "events_per_s" in k else k.get("proxy", {})
+    if "error" in k:
+        lines += ["", f"The engine could not run here. ClickHouse's exact error: `{k['error']}`."]
+        if run:
+            lines.append(
+                "Measured instead: the same views fed by HTTP inserts of the log's very "
+                f"messages ({run.get('block', 0):,}-row JSONEachRow blocks into `Null` "
+                "queue tables), i.e. the engine's parsing and views without its consumer."
+            )
+    if run:
+        ours = p.get("events_per_s", 0)
+        lines += ["", "| | events/s | ClickHouse CPU us/event | purchases | exact purchases | "
+                  "duplicates counted | turnover error | customers (exact) | unattributed sales |",
+                  "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines.append(
+            f"| peer | {run['events_per_s']:,} | {run['clickhouse_cpu_us_per_event']} | "
+            f"{run['purchases']:,} | {run['purchases_exact']:,} | "
+            f"{run['duplicates_counted']:,} | {run['turnover_error_pct']}% | "
+            f"{run['customers']:,} ({run['customers_exact']:,}) | {run['unattributed']:,} |"
+        )
+        if ours:
+            lines.append(
+                f"| projector | {ours:,} | {p.get('clickhouse_cpu_us_per_event', '-')} | "
+                f"exact | exact | 0 | 0% | exact | 0 |"
+            )
+            lines += ["", f"Projector / peer events/s: **{ours / run['events_per_s']:.2f}** "
+                      "(goal >= 1.0, while exact where the peer is not)."]  # fmt: skip
+    return lines
+
+
+def _scale_out_section(s: dict[str, Any]) -> list[str]:
+    if not s:
+        return []
+    split = "; ".join(f"process {i + 1}: {', '.join(parts)}" for i, parts in
+                      enumerate(s.get("partitions", [])))  # fmt: skip
+    return [
+        "",
+        "### Two projector processes in one group on the same log",
+        "",
+        f"{s['events']:,} sales calls of the same log, two live projectors (`python -m "
+        f"projector`, one consumer group, a fresh database whose clicks were written first, "
+        f"as in life): {s['seconds']} s from their start (group join included) to the last "
+        f"call written = **{s['events_per_s']:,} events/s** (one process, rebuild above: "
+        f"{s.get('single_events_per_s', '-'):,} events/s; 2 cores shared with ClickHouse, so "
+        f"it cannot double). Totals: {'exact' if s['exact'] else 'WRONG'}. Partition split "
+        f"(from each process's lag metrics): {split}.",
+    ]
 
 
 def write_report(results: Results, scale: Scale, out: Path, command: str) -> None:
@@ -131,7 +263,16 @@ def write_report(results: Results, scale: Scale, out: Path, command: str) -> Non
         f"on the same data: bare aiokafka fetch + orjson decode {p['limit_consume']:,} events/s; "
         f"bare clickhouse-connect insert of the ledger rows {p['limit_insert']:,} rows/s. "
         f"Ratio to the smaller limit: **{p['ratio']:.2f}** (goal 0.50). Totals checked against "
-        f"the generator: {'exact' if p['exact'] else 'WRONG'}.",
+        f"the generator: {'exact' if p['exact'] else 'WRONG'}."
+        + (f" CPU per event: projector {p['projector_cpu_us_per_event']} us, ClickHouse "
+           f"{p['clickhouse_cpu_us_per_event']} us (utime + stime of each process)."
+           if "projector_cpu_us_per_event" in p else "")
+        + (f" On {p['large']['events']:,} events: {p['large']['events_per_s']:,} events/s "
+           f"({p['large']['events_per_s'] / p['events_per_s']:.2f} of the figure above; goal: "
+           "within 20%)." if "large" in p else ""),
+        *_profile_section(results.clickhouse_profile),
+        *_peer_section(p, results.kafka_engine),
+        *_scale_out_section(results.scale_out),
     ]  # fmt: skip
     f = results.freshness
     if "p99_s" in f:
@@ -145,4 +286,6 @@ def write_report(results: Results, scale: Scale, out: Path, command: str) -> Non
     lines += ["", "## Memory (peak RSS)", ""]
     lines += [f"- {k}: {v} MiB" for k, v in results.memory.items()]
     lines += ["", "![edge vs baseline](benchmarks.png)", ""]
+    if results.projector.get("series"):
+        lines += [f"![projector over its run]({out.stem}-projector.png)", ""]
     out.write_text("\n".join(lines))

@@ -26,12 +26,19 @@ def start(workdir: Path) -> tuple[Stack, str, str]:
     stack = Stack(
         [
             broker(HOST, kafka, "memory://tansu/"),
-            clickhouse(HOST, ch, workdir / "clickhouse"),
+            clickhouse(HOST, ch, workdir / "clickhouse", system_logs=True),
         ],
         workdir / "logs",
     )
     stack.start()
     return stack, f"{HOST}:{kafka}", f"http://{HOST}:{ch}"
+
+
+def pid_of(stack: Stack, name: str) -> int:
+    """The process id of one of the stack's services (its CPU is read from /proc)."""
+    service = next(s for s in stack.services if s.name == name)
+    assert service.process is not None, f"{name} is not running"
+    return service.process.pid
 
 
 def service_env(

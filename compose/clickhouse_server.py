@@ -6,7 +6,7 @@ that never returns keeps the engine (and so the listener) alive. The query runs 
 thread because a thread blocked in C never runs Python signal handlers; the main thread
 waits for SIGTERM/SIGINT and ends the blocking query with ``KILL QUERY`` over HTTP.
 
-Usage: ``python -m compose.clickhouse_server --data-dir DIR --port PORT``
+Usage: ``python -m compose.clickhouse_server --data-dir DIR --port PORT [--system-logs]``
 """
 
 from __future__ import annotations
@@ -37,13 +37,29 @@ KEEPALIVE_SQL = (
 )
 
 
-def write_config(data_dir: Path, host: str, port: int) -> None:
+# clickhouse-local keeps no query, part or processor logs unless its config names them; the
+# benchmark turns them on to see where ClickHouse's time goes (bench/clickhouse_profile.py).
+# Off by default: they cost inserts and merges of their own.
+SYSTEM_LOGS = (
+    "query_log", "query_views_log", "part_log", "processors_profile_log",
+)  # fmt: skip
+
+
+def _system_log(name: str) -> str:
+    return (
+        f"  <{name}><database>system</database><table>{name}</table>"
+        f"<flush_interval_milliseconds>7500</flush_interval_milliseconds></{name}>\n"
+    )
+
+
+def write_config(data_dir: Path, host: str, port: int, *, system_logs: bool = False) -> None:
     config = (
         "<clickhouse>\n"
         f"  <listen_host>{host}</listen_host>\n"
         f"  <http_port>{port}</http_port>\n"
         "  <logger><level>warning</level><console>1</console></logger>\n"
-        "</clickhouse>\n"
+        + ("".join(_system_log(name) for name in SYSTEM_LOGS) if system_logs else "")
+        + "</clickhouse>\n"
     )
     (data_dir / "config.xml").write_text(config, encoding="utf-8")
 
@@ -59,13 +75,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", required=True, type=Path)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", required=True, type=int)
+    parser.add_argument(
+        "--system-logs", action="store_true",
+        help="keep system.query_log, query_views_log, part_log and processors_profile_log",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s clickhouse %(message)s")
 
     data_dir: Path = args.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chdir(data_dir)
-    write_config(data_dir, args.host, args.port)
+    write_config(data_dir, args.host, args.port, system_logs=args.system_logs)
 
     failure: list[BaseException] = []
 

@@ -175,8 +175,9 @@ def broker(host: str, port: int, storage: str, env: Mapping[str, str] | None = N
     )
 
 
-def clickhouse(host: str, port: int, data_dir: Path) -> Service:
-    """ClickHouse from chdb-core, served over HTTP on ``host:port``."""
+def clickhouse(host: str, port: int, data_dir: Path, *, system_logs: bool = False) -> Service:
+    """ClickHouse from chdb-core, served over HTTP on ``host:port`` (``system_logs``: with
+    its query, view, part and processor logs, for the benchmark's profile)."""
     return Service(
         name="clickhouse",
         argv=[
@@ -189,6 +190,7 @@ def clickhouse(host: str, port: int, data_dir: Path) -> Service:
             host,
             "--port",
             str(port),
+            *(["--system-logs"] if system_logs else []),
         ],
         cwd=ROOT,
         health=http_check(f"http://{host}:{port}/ping", "Ok."),
