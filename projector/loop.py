@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from projector.batching import next_batch_size
 from projector.checkpoint import Checkpoint
 from projector.decode import Batch, Failure, decode, where
 from projector.dedupe import CountedCache
@@ -86,6 +87,8 @@ class Projector:
         self._generation = 0
         self._writing: asyncio.Task[None] | None = None
         self._written: Written | None = None
+        # Grows while behind, shrinks once caught up (projector/batching.py).
+        self._batch_target = settings.batch_max
 
     @property
     def health(self) -> str | None:
@@ -197,9 +200,7 @@ class Projector:
         while not r.stop.is_set():
             if self._log.due():
                 await self._check_logs(r)
-            batch = await r.consumer.getmany(
-                timeout_ms=s.flush_interval_ms, max_records=s.batch_max
-            )
+            batch = await self._fetch(r.consumer)
             self._log.watch_highwaters(r.consumer)
             batch = {tp: records for tp, records in batch.items() if records}
             if not batch:
@@ -217,10 +218,32 @@ class Projector:
                 await self.settle()
                 self._written = projected.written
                 self._writing = asyncio.create_task(r.checkpoint(sink, projected, started))
-            await self._record_lag(r.consumer)
+            lag = await self._record_lag(r.consumer)
+            self._batch_target = next_batch_size(
+                self._batch_target, lag, floor=s.batch_max, ceiling=s.batch_max_behind
+            )
+            self.metrics.batch_target.set(self._batch_target)
             await self._mode.after_batch(r.consumer)
             if burst and await self._caught_up(r.consumer):
                 return
+
+    async def _fetch(self, consumer: AIOKafkaConsumer) -> Batch:
+        """Up to the batch target: the first fetch waits up to the flush interval, then what
+        is already buffered tops it up (one fetch returns what a single fetch response
+        held, less than a grown target)."""
+        target = self._batch_target
+        batch: Batch = await consumer.getmany(
+            timeout_ms=self.settings.flush_interval_ms, max_records=target
+        )
+        taken = sum(len(records) for records in batch.values())
+        while 0 < taken < target:
+            more = await consumer.getmany(timeout_ms=0, max_records=target - taken)
+            if not more:
+                break
+            for tp, records in more.items():
+                batch.setdefault(tp, []).extend(records)
+                taken += len(records)
+        return batch
 
     async def _check_logs(self, r: _Run) -> None:
         async with self._lock:
@@ -307,9 +330,13 @@ class Projector:
                 return False
         return True
 
-    async def _record_lag(self, consumer: AIOKafkaConsumer) -> None:
+    async def _record_lag(self, consumer: AIOKafkaConsumer) -> int:
+        """Export each partition's lag; return their sum."""
+        total = 0
         for tp in consumer.assignment():
             highwater = consumer.highwater(tp)
             if highwater is not None:
                 lag = max(0, highwater - await consumer.position(tp))
                 self.metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
+                total += lag
+        return total

@@ -97,7 +97,13 @@ class ProjectorMetrics:
         self.batch_size = Histogram(
             "tracker_projector_batch_events",
             "Events per batch",
-            buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000, 50000),
+            buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000, 20000, 40000, 80000),
+            registry=self.registry,
+        )
+        self.batch_target = Gauge(
+            "tracker_projector_batch_target",
+            "Events the next batch may take: grows while behind, shrinks once caught up "
+            "(TRACKER_PROJECTOR_BATCH_MAX .. TRACKER_PROJECTOR_BATCH_MAX_BEHIND)",
             registry=self.registry,
         )
         self.batch_latency = Histogram(

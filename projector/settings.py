@@ -26,7 +26,10 @@ class ProjectorSettings:
     clickhouse_database: str
     # Cluster mode: DDL ON CLUSTER this name, Replicated engines (docs/cluster.md); "" = one server.
     clickhouse_cluster: str
+    # Events per batch once caught up, and the most a batch grows to while behind
+    # (projector/batching.py); equal: a fixed batch size.
     batch_max: int
+    batch_max_behind: int
     flush_interval_ms: int
     attribution_window_ms: int
     dedupe_cache_size: int
@@ -63,6 +66,15 @@ class ProjectorSettings:
                 "(letters, digits, _ and -, starting with a letter or _, at most 63), "
                 f"got {cluster!r}"
             )
+        batch_max = env.integer("TRACKER_PROJECTOR_BATCH_MAX", 5000, minimum=1)
+        batch_max_behind = env.integer(
+            "TRACKER_PROJECTOR_BATCH_MAX_BEHIND", max(batch_max, 40_000), minimum=1
+        )
+        if batch_max_behind < batch_max:
+            raise ConfigError(
+                "TRACKER_PROJECTOR_BATCH_MAX_BEHIND must be at least TRACKER_PROJECTOR_BATCH_MAX "
+                f"({batch_max}), got {batch_max_behind}"
+            )
         return cls(
             host=env.text("TRACKER_PROJECTOR_HOST", "127.0.0.1"),
             port=env.port("TRACKER_PROJECTOR_PORT", 8081),
@@ -74,7 +86,8 @@ class ProjectorSettings:
             clickhouse_url=env.http_url("TRACKER_CLICKHOUSE_URL", "http://127.0.0.1:8123"),
             clickhouse_database=database,
             clickhouse_cluster=cluster,
-            batch_max=env.integer("TRACKER_PROJECTOR_BATCH_MAX", 5000, minimum=1),
+            batch_max=batch_max,
+            batch_max_behind=batch_max_behind,
             flush_interval_ms=env.integer(
                 "TRACKER_PROJECTOR_FLUSH_INTERVAL_MS", 1000, minimum=10, maximum=60_000
             ),
