@@ -88,19 +88,29 @@ def plot_projector(results: Results, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(8, 4))
     p, k = results.projector, results.kafka_engine
-    for label, series in (("projector (exact)", p.get("series", [])),
-                          ("Kafka engine (not exact)", k.get("series", []))):  # fmt: skip
+    for label, series, color in (
+        ("projector (exact)", p.get("series", []), "tab:blue"),
+        ("Kafka engine (not exact)", k.get("series", []), "tab:orange"),
+    ):  # fmt: skip
         rates = _rates(series)
         if rates:
-            ax.plot([t for t, _ in rates], [r for _, r in rates], label=label)
-    for label, key in (("limit: bare fetch + decode", "limit_consume"),
-                       ("limit: bare insert", "limit_insert")):  # fmt: skip
+            ax.plot([t for t, _ in rates], [r for _, r in rates], marker="o", markersize=3,
+                    color=color, label=label)  # fmt: skip
+    if "events_per_s" in p:
+        ax.axhline(p["events_per_s"], color="tab:blue", linewidth=1,
+                   label="projector, whole run (mean)")  # fmt: skip
+    for label, key, color in (
+        ("limit: bare fetch + decode", "limit_consume", "tab:green"),
+        ("limit: bare insert", "limit_insert", "tab:red"),
+    ):  # fmt: skip
         if key in p:
-            ax.axhline(p[key], linestyle="--", linewidth=1, label=label)
+            ax.axhline(p[key], linestyle="--", linewidth=1, color=color, label=label)
     proxy = k.get("proxy", {})
     if "events_per_s" in proxy:
-        ax.axhline(proxy["events_per_s"], linestyle=":", color="grey",
+        ax.axhline(proxy["events_per_s"], linestyle=":", color="tab:orange",
                    label="Kafka engine's views fed by HTTP inserts (mean)")  # fmt: skip
+    ax.set_yscale("log")
+    ax.set_xlim(left=0)
     ax.set(xlabel="seconds since start", ylabel="events/s", title="Projector over its run")
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -35,3 +35,19 @@ def test_the_small_benchmark_runs_end_to_end_and_checks_its_totals(tmp_path: Pat
     # Calls in flight when wrk stops are answered and counted after its tally.
     assert data["freshness"]["visible"] >= data["freshness"]["sales"] > 0
     assert out.with_suffix(".png").stat().st_size > 10_000
+    # The projector's breakdown, its peer and its scale-out are reported, with their plot.
+    for section in (
+        "### Where ClickHouse's time goes", "### The peer: ClickHouse's own Kafka table engine",
+        "### Two projector processes in one group",
+    ):  # fmt: skip
+        assert section in report
+    kinds = {row["kind"] for row in data["clickhouse_profile"]["queries"]}
+    assert {"insert sales_calls", "insert clicks", "select sales"} <= kinds
+    assert data["clickhouse_profile"]["views"] and data["clickhouse_profile"]["parts"]
+    peer = data["kafka_engine"].get("proxy", data["kafka_engine"])
+    assert peer["duplicates_counted"] > 0  # the generated log repeats transactions
+    two = data["scale_out"]
+    assert two["exact"] is True
+    first, second = (set(p) for p in two["partitions"])
+    assert first and second and not first & second
+    assert out.with_name("benchmarks-projector.png").stat().st_size > 10_000
