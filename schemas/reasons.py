@@ -35,6 +35,9 @@ class Reason(StrEnum):
     NOT_STRING = "<name>_not_string"
     UNIVERSE_NOT_ALLOWED = "universe_not_allowed"
     DUPLICATE_FIELD = "duplicate_field"
+    # Projector: the universe registry (schemas/universes.py, projector/universe_rules.py).
+    UNIVERSE_UNKNOWN = "universe_unknown"
+    AMOUNT_ABOVE_LIMIT = "amount_above_limit"
 
     def code(self, name: str = "") -> str:
         """The stored code: the value itself, or for a family the code of field ``name``."""
@@ -91,4 +94,6 @@ MESSAGES: Final[dict[Reason, str]] = {
     Reason.NOT_STRING: "field {name} must be a string",
     Reason.UNIVERSE_NOT_ALLOWED: "this API key may not report sales of that universe",
     Reason.DUPLICATE_FIELD: "field {name} appears more than once",
+    Reason.UNIVERSE_UNKNOWN: "universe is not registered (python -m projector universes add)",
+    Reason.AMOUNT_ABOVE_LIMIT: "amount is above the universe's maximum per sale",
 }
