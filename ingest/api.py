@@ -24,7 +24,7 @@ from aiohttp.streams import StreamReader
 from ingest.handler_errors import handler_failed
 from ingest.ids import new_event_id
 from ingest.privacy import request_client_hash
-from ingest.state import METRICS, PUBLISHER, SETTINGS
+from ingest.state import METRICS, PUBLISHER, REGISTRY, SETTINGS
 from schemas.raw import SaleRequest, encode_raw, kafka_key
 from schemas.reasons import Reason
 from schemas.rules import reason_message, sale_call_from_values
@@ -43,12 +43,20 @@ def error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status, dumps=_dumps)
 
 
-def universe_of_key(api_keys: dict[str, str] | Any, header: str) -> str | None:
+def bearer_key(header: str) -> str:
+    """The key of an ``Authorization: Bearer <key>`` header ("" when there is none)."""
     scheme, _, key = header.partition(" ")
     key = key.strip()
     # Header bytes that are not ASCII arrive surrogate-escaped: no key of ours looks like that,
     # and such a string could not even be encoded to be compared.
-    if scheme.lower() != "bearer" or not key or not key.isascii():
+    if scheme.lower() != "bearer" or not key.isascii():
+        return ""
+    return key
+
+
+def universe_of_key(api_keys: dict[str, str] | Any, header: str) -> str | None:
+    key = bearer_key(header)
+    if not key:
         return None
     found = None
     for known, universe in api_keys.items():
@@ -56,6 +64,13 @@ def universe_of_key(api_keys: dict[str, str] | Any, header: str) -> str | None:
         if hmac.compare_digest(known.encode(), key.encode()):
             found = universe
     return found
+
+
+def key_universe(app: web.Application, header: str) -> str | None:
+    """The universe of the request's key: the environment's keys, then the registry's
+    (stored hashed; `python -m projector universes key add`)."""
+    found = universe_of_key(app[SETTINGS].api_keys, header)
+    return found or app[REGISTRY].universe_of_key(bearer_key(header))
 
 
 async def read_body(content: StreamReader, limit: int) -> bytes | None:
@@ -163,7 +178,7 @@ async def _report_sales(request: web.Request) -> web.Response:  # noqa: PLR0911 
     app = request.app
     settings = app[SETTINGS]
     metrics = app[METRICS]
-    universe = universe_of_key(settings.api_keys, request.headers.get("Authorization", ""))
+    universe = key_universe(app, request.headers.get("Authorization", ""))
     if universe is None:
         metrics.requests.labels("api", "unauthorized").inc()
         return error(401, "missing or invalid API key (Authorization: Bearer <key>)")
