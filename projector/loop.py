@@ -91,6 +91,7 @@ class Projector:
             settings.kafka.bootstrap, settings.kafka.topics.universes,
             required=settings.universes_required,
         )  # fmt: skip
+        metrics.universes.set_function(lambda: len(self.universes.registry.universes))
 
     @property
     def health(self) -> str | None:

@@ -64,10 +64,14 @@ class RegistryReader:
         )
         try:
             await consumer.start()
-        except KafkaError as e:
-            raise RegistryUnavailable(f"cannot reach the broker: {e}") from e
-        consumer.assign([self._tp])
-        await consumer.seek_to_beginning(self._tp)
+            consumer.assign([self._tp])
+            await consumer.seek_to_beginning(self._tp)
+        except BaseException as e:
+            # Cancelled or failed half-way: nothing may be left open.
+            await consumer.stop()
+            if isinstance(e, KafkaError):
+                raise RegistryUnavailable(f"cannot reach the broker: {e}") from e
+            raise
         self._consumer = consumer
         self._task = asyncio.create_task(self._follow(consumer), name="registry")
 
