@@ -3,30 +3,12 @@ change, and an exact message and exit code for each kind of bad input."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from compose.processes import free_port
-from helpers import read_topic
+from helpers import read_topic, universes
+from helpers import universes_ok as ok
 from schemas.universes import decode_record, key_hash
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def universes(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "projector", "universes", *args], cwd=ROOT, env=env,
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-
-
-def ok(env: dict[str, str], *args: str) -> list[str]:
-    result = universes(env, *args)
-    assert (result.returncode, result.stderr) == (0, ""), result
-    return result.stdout.splitlines()
 
 
 async def test_add_set_keys_list_and_remove(service_env: dict[str, str]) -> None:
