@@ -30,7 +30,7 @@ async def ensure_registered(env: Mapping[str, str], universe: str = DEMO) -> boo
         return False
     record = UniverseSettings(universe=universe, updated_at_ms=now_ms())
     await write_record(
-        kafka.bootstrap, kafka.topics.universes, record, idempotence=kafka.idempotence
+        kafka.bootstrap, kafka.topics.universes, universe, record, idempotence=kafka.idempotence
     )
     logger.info("registered universe %s in %s", universe, kafka.topics.universes)
     return True

@@ -28,6 +28,7 @@ from aiokafka.errors import KafkaError
 from projector.checkpoint import Checkpoint
 from projector.decode import Batch, Failure, decode, where
 from projector.dedupe import CountedCache
+from projector.errors import ProjectorError
 from projector.logcheck import LogCheck, Refused
 from projector.lookups import Lookups
 from projector.metrics import ProjectorMetrics
@@ -38,7 +39,7 @@ from projector.retry import Retrying
 from projector.settings import ProjectorSettings
 from projector.store import Store
 from schemas.topics import ensure_topics
-from schemas.universe_log import RegistryReader
+from schemas.universe_log import RegistryReader, RegistryUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -180,8 +181,11 @@ class Projector:
     async def _read_universes(self) -> None:
         """Read the universe registry to its end: no call is judged before it is known."""
         s = self.settings
-        await self.universes.start()
-        await self.universes.wait_read(s.registry_timeout_s)
+        try:
+            await self.universes.start()
+            await self.universes.wait_read(s.registry_timeout_s)
+        except RegistryUnavailable as e:
+            raise ProjectorError(str(e), retriable=False) from e
         registry = self.universes.registry
         if not registry.enforced:
             logger.warning(

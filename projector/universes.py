@@ -24,10 +24,9 @@ from schemas.kafka_settings import KafkaSettings
 from schemas.topics import ensure_topics
 from schemas.universe_log import RegistryUnavailable, now_ms, read_registry, write_record
 from schemas.universes import (
-    ApiKey,
     Registry,
     UniverseError,
-    UniverseRemoved,
+    UniverseRecord,
     UniverseSettings,
     check_currency,
     check_max_amount,
@@ -136,32 +135,30 @@ async def run(args: argparse.Namespace, kafka: KafkaSettings, out: Callable[[str
         record = changes.apply(current)
         message = f"changed universe {name}"
     elif args.command == "remove":
-        await write(kafka, UniverseRemoved(universe=name, removed_at_ms=now_ms()))
+        await write(kafka, name, None)
         out(f"removed universe {name}")
         return
     elif args.key_command == "add":
-        key, key_id = new_key(k.id for k in current.keys)
-        created = ApiKey(id=key_id, sha256=key_hash(key), created_at_ms=now_ms())
-        record = msgspec.structs.replace(
-            current, keys=(*current.keys, created), updated_at_ms=now_ms()
-        )
-        await write(kafka, record)
+        key, key_id = new_key(current.keys)
+        keys = {**current.keys, key_id: key_hash(key)}
+        record = msgspec.structs.replace(current, keys=keys, updated_at_ms=now_ms())
+        await write(kafka, name, record)
         out(f"new API key {key_id} of universe {name} (shown once, only its hash is kept):")
         out(key)
         return
     else:
-        kept = tuple(k for k in current.keys if k.id != args.key_id)
-        if len(kept) == len(current.keys):
+        if args.key_id not in current.keys:
             raise Refused(f"universe {name!r} has no key {args.key_id!r}")
+        kept = {k: v for k, v in current.keys.items() if k != args.key_id}
         record = msgspec.structs.replace(current, keys=kept, updated_at_ms=now_ms())
         message = f"removed key {args.key_id} of universe {name}"
-    await write(kafka, record)
+    await write(kafka, name, record)
     out(message)
 
 
-async def write(kafka: KafkaSettings, record: UniverseSettings | UniverseRemoved) -> None:
+async def write(kafka: KafkaSettings, name: str, record: UniverseRecord) -> None:
     await write_record(
-        kafka.bootstrap, kafka.topics.universes, record, idempotence=kafka.idempotence
+        kafka.bootstrap, kafka.topics.universes, name, record, idempotence=kafka.idempotence
     )
 
 
@@ -172,7 +169,7 @@ def listing(registry: Registry) -> list[str]:
     lines = [f"{'universe':<24} {'currency':<8} {'window':<8} {'max amount':<14} keys"]
     for name in sorted(registry.universes):
         s = registry.universes[name]
-        keys = ",".join(k.id for k in s.keys) or "-"
+        keys = ",".join(sorted(s.keys)) or "-"
         lines.append(
             f"{name:<24} {s.currency or '-':<8} {s.window or 'default':<8} "
             f"{s.max_amount or '-':<14} {keys}"

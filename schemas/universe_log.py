@@ -117,11 +117,13 @@ class RegistryReader:
                 self._read_to_end.set()
 
     def _apply(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        decoded: list[UniverseRecord] = []
+        decoded: list[tuple[str, UniverseRecord]] = []
         for record in records:
             try:
-                decoded.append(decode_record(record.value))
-            except UniverseError as e:
+                if record.key is None:
+                    raise UniverseError("a record without a key (the universe)")
+                decoded.append((record.key.decode(), decode_record(record.value)))
+            except (UniverseError, UnicodeDecodeError) as e:
                 # Not ours (written by hand?): skipped, loudly, rather than a stuck registry.
                 logger.error(
                     "skipping %s[0]@%d: %s",
@@ -142,9 +144,14 @@ async def read_registry(bootstrap: tuple[str, ...], topic: str, timeout_s: float
 
 
 async def write_record(
-    bootstrap: tuple[str, ...], topic: str, record: UniverseRecord, *, idempotence: bool
+    bootstrap: tuple[str, ...],
+    topic: str,
+    universe: str,
+    record: UniverseRecord,
+    *,
+    idempotence: bool,
 ) -> None:
-    """Append ``record`` to the registry topic, acknowledged by every replica."""
+    """Append ``record`` (None: a tombstone) for ``universe``, acknowledged by every replica."""
     producer = AIOKafkaProducer(
         bootstrap_servers=list(bootstrap), acks="all", enable_idempotence=idempotence,
         request_timeout_ms=10_000,
@@ -152,7 +159,7 @@ async def write_record(
     try:
         await producer.start()
         await producer.send_and_wait(
-            topic, encode_record(record), key=record.universe.encode(), partition=0
+            topic, encode_record(record), key=universe.encode(), partition=0
         )
     except KafkaError as e:
         raise RegistryUnavailable(f"cannot write to the broker: {e}") from e

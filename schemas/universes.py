@@ -1,8 +1,9 @@
 """The universe registry's records and rules: which universes count, with their settings.
 
-One record per universe on the registry topic (keyed by the universe): its full settings,
-or its removal. Both services fold the topic into a :class:`Registry`; this module is pure
-(no I/O). Reading and writing the topic: ``schemas/universe_log.py``.
+One record per change on the registry topic, keyed by the universe: its full settings, or a
+tombstone (a null value) for its removal, so the topic can be compacted. Both services fold
+the topic into a :class:`Registry`; this module is pure (no I/O). Reading and writing the
+topic: ``schemas/universe_log.py``.
 """
 
 from __future__ import annotations
@@ -33,53 +34,38 @@ class UniverseError(ValueError):
     """A universe setting that cannot be stored; the message says what is expected."""
 
 
-class ApiKey(msgspec.Struct, frozen=True, kw_only=True):
-    """One API key of a universe: its public id and the SHA-256 of the key, never the key."""
-
-    id: str
-    sha256: str
-    created_at_ms: int
-
-
 class UniverseSettings(
-    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="kind",
-    tag="universe.v1",
-):  # fmt: skip
-    """A registered universe, all of its settings (the latest record of a universe wins)."""
+    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="v", tag=1
+):
+    """A registered universe with all of its settings (the latest record of a universe wins)."""
 
     universe: str
     updated_at_ms: int
     currency: str = ""  # "" : calls without a currency stay without one
     window: str = ""  # "" : the projector's TRACKER_ATTRIBUTION_WINDOW_DAYS
     max_amount: str = ""  # "" : no limit beyond the pixel's own (schemas/amount.py)
-    keys: tuple[ApiKey, ...] = ()
+    # Key id -> SHA-256 (hex) of the key; the key itself is never stored.
+    keys: dict[str, str] = {}
 
 
-class UniverseRemoved(
-    msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="universe-removed.v1"
-):
-    """A universe taken out of the registry: its later calls are no longer counted."""
+# A record's value: the settings, or None for a tombstone (the universe removed).
+UniverseRecord = UniverseSettings | None
 
-    universe: str
-    removed_at_ms: int
+_DECODER: Final = msgspec.json.Decoder(UniverseSettings)
 
 
-UniverseRecord = UniverseSettings | UniverseRemoved
-
-_DECODER: Final = msgspec.json.Decoder(UniverseRecord)
-
-
-def encode_record(record: UniverseRecord) -> bytes:
-    return msgspec.json.encode(record)
+def encode_record(record: UniverseRecord) -> bytes | None:
+    return None if record is None else msgspec.json.encode(record)
 
 
 def decode_record(payload: bytes | None) -> UniverseRecord:
-    """A registry record; raise UniverseError for anything else."""
+    """A registry record's value; raise UniverseError for anything else."""
+    if payload is None:
+        return None
     try:
-        record: UniverseRecord = _DECODER.decode(payload or b"")
+        return _DECODER.decode(payload)
     except msgspec.MsgspecError as e:
         raise UniverseError(f"not a registry record: {e}") from None
-    return record
 
 
 # -- checking what an operator gives -----------------------------------------------------------
@@ -173,7 +159,7 @@ class Registry:
     @classmethod
     def of(cls, universes: Mapping[str, UniverseSettings], *, required: bool = False) -> Registry:
         windows = {u: window_ms(s.window) for u, s in universes.items() if s.window}
-        keys = {k.id: (u, k.sha256) for u, s in universes.items() for k in s.keys}
+        keys = {kid: (u, sha) for u, s in universes.items() for kid, sha in s.keys.items()}
         return cls(dict(universes), required, windows, keys)
 
     @property
@@ -194,12 +180,13 @@ class Registry:
 
 
 def fold(
-    universes: dict[str, UniverseSettings], records: Iterable[UniverseRecord]
+    universes: dict[str, UniverseSettings], records: Iterable[tuple[str, UniverseRecord]]
 ) -> dict[str, UniverseSettings]:
-    """``universes`` after ``records`` (in log order; the latest record of a universe wins)."""
-    for record in records:
-        if isinstance(record, UniverseRemoved):
-            universes.pop(record.universe, None)
+    """``universes`` after ``(key, value)`` records in log order (the latest of a universe
+    wins; a tombstone removes it)."""
+    for universe, record in records:
+        if record is None:
+            universes.pop(universe, None)
         else:
-            universes[record.universe] = record
+            universes[universe] = record
     return universes

@@ -42,7 +42,11 @@ async def register(
         max_amount=max_amount,
     )  # fmt: skip
     await write_record(
-        settings.kafka.bootstrap, settings.kafka.topics.universes, record, idempotence=False
+        settings.kafka.bootstrap,
+        settings.kafka.topics.universes,
+        universe,
+        record,
+        idempotence=False,
     )
 
 

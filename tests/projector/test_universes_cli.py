@@ -41,7 +41,7 @@ async def test_add_set_keys_list_and_remove(service_env: dict[str, str]) -> None
     assert key.encode() not in stored and key_hash(key).encode() in stored
     assert key_hash(key) not in "\n".join(listed)
     last = decode_record(records[-1].value)
-    assert last.universe == "shop"
+    assert last is not None and last.universe == "shop" and last.keys == {key_id: key_hash(key)}
 
     assert ok(env, "key", "remove", "shop", key_id) == [f"removed key {key_id} of universe shop"]
     assert ok(env, "remove", "demo") == ["removed universe demo"]
