@@ -29,6 +29,7 @@ from schemas.raw import SaleRequest, encode_raw, kafka_key
 from schemas.reasons import Reason
 from schemas.rules import reason_message, sale_call_from_values
 from schemas.unicode import is_unicode
+from schemas.universes import judge
 
 MAX_BODY_BYTES: Final = 1 * 2**20
 MAX_ITEMS: Final = 1000
@@ -225,6 +226,7 @@ async def _report_sales(request: web.Request) -> web.Response:  # noqa: PLR0911 
         call = sale_call_from_values(
             values, problem, event_id=event_id, received_at_ms=received_at_ms, source="api"
         )
+        call = judge(call, app[REGISTRY].reader.registry)  # the projector will judge it alike
         raw = SaleRequest(
             event_id=event_id, received_at_ms=received_at_ms, source="api", fields=values,
             problem=problem, client_hash=hashed,

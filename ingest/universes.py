@@ -21,6 +21,8 @@ from schemas.universe_log import RegistryReader, RegistryUnavailable
 logger = logging.getLogger(__name__)
 
 RETRY_S: Final = 2.0
+# A start under way when the edge stops is let finish (its clients then closed) this long.
+CLOSE_WAIT_S: Final = 15.0
 
 
 class EdgeRegistry:
@@ -28,6 +30,7 @@ class EdgeRegistry:
         self._settings = settings
         self.reader = RegistryReader(settings.kafka.bootstrap, settings.kafka.topics.universes)
         self._starting: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
 
     def universe_of_key(self, key: str) -> str | None:
         return self.reader.registry.universe_of_key(key)
@@ -39,15 +42,21 @@ class EdgeRegistry:
         self._starting = asyncio.create_task(self._start(), name="registry-start")
 
     async def close(self) -> None:
+        self._closing.set()
         if self._starting is not None:
-            self._starting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._starting
+            # Not cancelled at once: a client cancelled half-way through its start leaks
+            # its connection.
+            try:
+                await asyncio.wait_for(asyncio.shield(self._starting), CLOSE_WAIT_S)
+            except TimeoutError:
+                self._starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._starting
         await self.reader.stop()
 
     async def _start(self) -> None:
         s = self._settings
-        while True:
+        while not self._closing.is_set():
             try:
                 # The topic must exist before it is assigned: a reader of a missing topic
                 # keeps stale metadata and never sees it appear.
@@ -59,4 +68,5 @@ class EdgeRegistry:
                 return
             except (KafkaError, RegistryUnavailable, OSError) as e:
                 logger.warning("universe registry not readable yet (%s); retrying", e)
-                await asyncio.sleep(RETRY_S)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), RETRY_S)

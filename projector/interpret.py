@@ -15,7 +15,6 @@ from typing import Any
 import msgspec
 import orjson
 
-from projector.universe_rules import judge
 from schemas.events import (
     Click,
     ClickContext,
@@ -42,7 +41,7 @@ from schemas.rules import (
     sale_call_from_values,
 )
 from schemas.signing import SignatureError, verify_link
-from schemas.universes import Registry
+from schemas.universes import Registry, judge
 
 ContextOutcomes = list[tuple[str, str]]
 
@@ -80,7 +79,7 @@ def interpret_sale(
     raw: SaleRequest, *, secret: str, window_ms: int, rules: Rules, registry: Registry | None = None
 ) -> tuple[SaleCall, ContextOutcomes]:
     """The call ``raw`` describes, and what was seen of its click context (for a metric);
-    under ``registry`` when given (projector/universe_rules.py)."""
+    under ``registry`` when given (schemas.universes.judge)."""
     if raw.source == "pixel" and raw.problem == Reason.MALFORMED_REQUEST:
         # What the edge marks for a request line aiohttp refused. Nothing was parsed: the
         # escaped request line is kept for diagnosis, as the edge did.

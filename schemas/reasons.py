@@ -35,7 +35,7 @@ class Reason(StrEnum):
     NOT_STRING = "<name>_not_string"
     UNIVERSE_NOT_ALLOWED = "universe_not_allowed"
     DUPLICATE_FIELD = "duplicate_field"
-    # Projector: the universe registry (schemas/universes.py, projector/universe_rules.py).
+    # The universe registry (schemas/universes.py): judged by the projector, and by the API.
     UNIVERSE_UNKNOWN = "universe_unknown"
     AMOUNT_ABOVE_LIMIT = "amount_above_limit"
 

@@ -8,6 +8,7 @@ topic: ``schemas/universe_log.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import re
@@ -20,6 +21,8 @@ from typing import Final
 import msgspec
 
 from schemas.amount import AmountError, canonical, parse_amount
+from schemas.events import SaleCall
+from schemas.reasons import Reason
 from schemas.rules import CURRENCY, DEFAULT_RULES
 
 WINDOW: Final = re.compile(r"([1-9][0-9]{0,5})([dh])")
@@ -190,3 +193,36 @@ def fold(
         else:
             universes[universe] = record
     return universes
+
+
+# -- a call under the registry -----------------------------------------------------------------
+# Applied by the projector after the call's own rules (projector/interpret.py), with the
+# registry as it has read it when it projects the call: a change applies from then on, and a
+# rebuild applies the registry as it reads it then to the whole log. The edge applies it too,
+# only for its API answers (as it applies schemas/rules.py).
+
+
+def judge(call: SaleCall, registry: Registry) -> SaleCall:
+    """``call`` as the registry reads it: rejected (``universe_unknown``,
+    ``amount_above_limit``), given the universe's default currency, or as it was."""
+    if call.status != "accepted":
+        return call
+    settings = registry.universes.get(call.universe)
+    if settings is None:
+        if registry.enforced:
+            return _rejected(call, Reason.UNIVERSE_UNKNOWN)
+        return call
+    if settings.max_amount and Decimal(call.amount) > Decimal(settings.max_amount):
+        return _rejected(call, Reason.AMOUNT_ABOVE_LIMIT)
+    if not call.currency and settings.currency:
+        # Stored in the ledger row, so the rollups group the sale under it.
+        return dataclasses.replace(call, currency=settings.currency)
+    return call
+
+
+def _rejected(call: SaleCall, reason: Reason) -> SaleCall:
+    # As the call's own rules reject one: no canonical amount, no click context.
+    return dataclasses.replace(
+        call, status="rejected", reason=reason, amount="", campaign_id="", link_id="",
+        product="", click_customer_id="", clicked_at_ms=0,
+    )  # fmt: skip

@@ -66,7 +66,7 @@ def produced() -> dict[str, str]:
     for label, raw in marks.items():
         call, _ = interpret_sale(raw, secret="s" * 32, window_ms=1000, rules=DEFAULT_RULES)
         found[label] = call.reason
-    # The registry's reasons (projector/universe_rules.py), as the projector reads a call.
+    # The registry's reasons (schemas.universes.judge), as the projector reads a call.
     registry = Registry.of({"u": UniverseSettings(universe="u", updated_at_ms=1, max_amount="1")})
     for label, query in (("unregistered", "universe=v&amount=1"), ("above", "universe=u&amount=2")):
         raw = SaleRequest(event_id="e", received_at_ms=1, source="pixel", query=query)

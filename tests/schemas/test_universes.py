@@ -6,7 +6,6 @@ import dataclasses
 
 import pytest
 
-from projector.universe_rules import judge
 from schemas.events import SaleCall
 from schemas.rules import sale_call
 from schemas.universes import (
@@ -20,6 +19,7 @@ from schemas.universes import (
     decode_record,
     encode_record,
     fold,
+    judge,
     key_hash,
     key_id_of,
     new_key,
