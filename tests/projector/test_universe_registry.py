@@ -5,11 +5,13 @@ a rebuild applies the registry of its start to the whole log."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from clickhouse_connect.driver.asyncclient import AsyncClient
 
 from helpers import Publishable, produce, rows, running_projector, settled
@@ -64,9 +66,10 @@ async def project(settings: ProjectorSettings, ch: AsyncClient, events: list[Pub
         await settled(ch, settings.clickhouse_database, len(events))
 
 
-async def test_with_an_empty_registry_every_universe_counts(
-    projector_settings: ProjectorSettings, ch: AsyncClient
+async def test_with_an_empty_registry_every_universe_counts_and_a_warning_says_so(
+    projector_settings: ProjectorSettings, ch: AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="projector.loop")
     db = projector_settings.clickhouse_database
     await project(projector_settings, ch, [
         pixel("e1", "universe=demo&amount=1&id=t1"),
@@ -75,6 +78,11 @@ async def test_with_an_empty_registry_every_universe_counts(
     assert await calls_by_universe(ch, db) == [
         ("anything", "counted", "", "", 1),
         ("demo", "counted", "", "", 1),
+    ]
+    topic = projector_settings.kafka.topics.universes
+    assert [r.getMessage() for r in caplog.records] == [
+        f"the universe registry {topic} is empty: every universe counts until one is "
+        "registered (set TRACKER_UNIVERSES_REQUIRED=1 to count none)"
     ]
 
 
