@@ -120,9 +120,11 @@ class RegistryReader:
         decoded: list[tuple[str, UniverseRecord]] = []
         for record in records:
             try:
-                if record.key is None:
-                    raise UniverseError("a record without a key (the universe)")
-                decoded.append((record.key.decode(), decode_record(record.value)))
+                universe = (record.key or b"").decode()
+                value = decode_record(record.value)
+                if value is not None and value.universe != universe:
+                    raise UniverseError(f"key {universe!r} names another universe")
+                decoded.append((universe, value))
             except (UniverseError, UnicodeDecodeError) as e:
                 # Not ours (written by hand?): skipped, loudly, rather than a stuck registry.
                 logger.error(

@@ -31,6 +31,8 @@ _UNIT_MS: Final = {"d": 86_400_000, "h": 3_600_000}
 # A key: "tk_" + its public id (8 hex) + "_" + 32 random bytes (43 url-safe characters).
 KEY_PREFIX: Final = "tk_"
 _KEY: Final = re.compile(r"tk_([0-9a-f]{8})_[A-Za-z0-9_-]{43}")
+_KEY_ID: Final = re.compile(r"[0-9a-f]{8}")
+_SHA256: Final = re.compile(r"[0-9a-f]{64}")
 
 
 class UniverseError(ValueError):
@@ -62,13 +64,22 @@ def encode_record(record: UniverseRecord) -> bytes | None:
 
 
 def decode_record(payload: bytes | None) -> UniverseRecord:
-    """A registry record's value; raise UniverseError for anything else."""
+    """A registry record's value, checked as the command checks it; raise UniverseError for
+    anything else (a record written by other means must not stop a registry's readers)."""
     if payload is None:
         return None
     try:
-        return _DECODER.decode(payload)
+        record = _DECODER.decode(payload)
     except msgspec.MsgspecError as e:
         raise UniverseError(f"not a registry record: {e}") from None
+    check_name(record.universe)
+    check_currency(record.currency)
+    check_window(record.window)
+    if record.max_amount and check_max_amount(record.max_amount) != record.max_amount:
+        raise UniverseError(f"maximum amount {record.max_amount!r} is not canonical")
+    if not all(_KEY_ID.fullmatch(k) and _SHA256.fullmatch(h) for k, h in record.keys.items()):
+        raise UniverseError("keys must map 8 hex characters to a SHA-256 in hex")
+    return record
 
 
 # -- checking what an operator gives -----------------------------------------------------------

@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from clickhouse_connect.driver.asyncclient import AsyncClient
 
 from helpers import Publishable, produce, rows, running_projector, settled
@@ -226,3 +227,32 @@ def test_a_bad_registry_setting_stops_the_projector_at_start(
     assert result.stderr.strip().endswith(
         "configuration error: TRACKER_UNIVERSES_REQUIRED must be true or false, got 'maybe'"
     )
+
+
+async def test_a_record_written_by_hand_that_is_not_valid_is_skipped_and_logged(
+    projector_settings: ProjectorSettings, ch: AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = projector_settings
+    db = settings.clickhouse_database
+    await register(settings, "shop")
+    topic = settings.kafka.topics.universes
+    producer = AIOKafkaProducer(bootstrap_servers=list(settings.kafka.bootstrap), acks="all")
+    await producer.start()
+    try:
+        bad = b'{"v": 1, "universe": "x", "updated_at_ms": 1, "window": "3w"}'
+        await producer.send_and_wait(topic, bad, key=b"x")
+    finally:
+        await producer.stop()
+    caplog.set_level(logging.ERROR, logger="schemas.universe_log")
+    await project(settings, ch, [
+        pixel("e1", "universe=shop&amount=1&id=t1"),
+        pixel("e2", "universe=x&amount=1&id=t2"),
+    ])  # fmt: skip
+    assert await calls_by_universe(ch, db) == [
+        ("shop", "counted", "", "", 1),
+        ("x", "rejected", "universe_unknown", "", 1),
+    ]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"skipping {topic}[0]@1: bad window '3w': a number of days or hours, e.g. 30d or 12h "
+        "(at most 3650d)"
+    ]

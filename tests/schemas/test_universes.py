@@ -91,6 +91,23 @@ def test_the_latest_record_of_a_universe_wins_and_a_removal_removes() -> None:
         decode_record(b'{"v": 2, "universe": "x", "updated_at_ms": 1}')
 
 
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        ('"universe": "a b"', "bad universe name"),
+        ('"universe": "x", "window": "3w"', "bad window"),
+        ('"universe": "x", "currency": "eur"', "bad currency"),
+        ('"universe": "x", "max_amount": "10,5"', "is not canonical"),
+        ('"universe": "x", "keys": {"k": "abc"}', "keys must map"),
+    ],
+)
+def test_a_record_written_by_other_means_is_checked_like_the_commands(
+    fields: str, error: str
+) -> None:
+    with pytest.raises(UniverseError, match=error):
+        decode_record(f'{{"v": 1, "updated_at_ms": 1, {fields}}}'.encode())
+
+
 def test_an_empty_registry_judges_nothing_unless_required() -> None:
     accepted = call("universe=any&amount=1")
     assert judge(accepted, registry()) == accepted
