@@ -28,7 +28,10 @@ CLOSE_WAIT_S: Final = 15.0
 class EdgeRegistry:
     def __init__(self, settings: EdgeSettings) -> None:
         self._settings = settings
-        self.reader = RegistryReader(settings.kafka.bootstrap, settings.kafka.topics.universes)
+        self.reader = RegistryReader(
+            settings.kafka.bootstrap, settings.kafka.topics.universes,
+            required=settings.universes_required,
+        )  # fmt: skip
         self._starting: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
 

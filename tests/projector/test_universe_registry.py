@@ -215,12 +215,13 @@ async def test_required_registry_counts_nothing_while_empty(
     assert await calls_by_universe(ch, db) == [("demo", "rejected", "universe_unknown", "", 1)]
 
 
-def test_a_bad_registry_setting_stops_the_projector_at_start(
-    service_env: dict[str, str],
+@pytest.mark.parametrize("service", ["projector", "ingest"])
+def test_a_bad_registry_setting_stops_the_service_at_start(
+    service_env: dict[str, str], service: str
 ) -> None:
     env = {**service_env, "TRACKER_UNIVERSES_REQUIRED": "maybe"}
     result = subprocess.run(
-        [sys.executable, "-m", "projector"], cwd=ROOT, env=env, capture_output=True, text=True,
+        [sys.executable, "-m", service], cwd=ROOT, env=env, capture_output=True, text=True,
         timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 2
