@@ -61,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         "--drop-previous", action="store_true",
         help="drop the replaced tables 30 s after the swap (default: keep them)",
     )  # fmt: skip
+    # Listed for --help only: main() hands `universes ...` to its own parser above.
+    commands.add_parser(
+        "universes", help="the universe registry: add, set, remove, list, key add, key remove",
+        add_help=False,
+    )  # fmt: skip
     accept_parser = commands.add_parser(
         "accept-log",
         help="resume a partition whose log went backwards from the log as it is now",

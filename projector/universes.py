@@ -1,5 +1,6 @@
 """`python -m projector universes ...`: the universe registry's command (add, set, remove, list,
-key add, key remove). Each change appends a universe's full settings to the registry topic.
+key add, key remove). Each change appends the universe's full settings (a tombstone for a
+removal) to the registry topic; two operators changing one universe at once: the last wins.
 
 Exit codes: 0 done, 1 refused (unknown universe or key, universe exists), 2 bad input,
 3 broker unreachable.
@@ -118,6 +119,8 @@ async def run(args: argparse.Namespace, kafka: KafkaSettings, out: Callable[[str
     topic = kafka.topics.universes
     name = "" if args.command == "list" else check_name(args.name)
     changes = Changes.of(args) if args.command in ("add", "set") else Changes()
+    if args.command == "set" and changes == Changes():
+        raise UniverseError("nothing to change: give --currency, --window or --max-amount")
     registry = await read_registry(kafka.bootstrap, topic, READ_TIMEOUT_S)
     if args.command == "list":
         for line in listing(registry):

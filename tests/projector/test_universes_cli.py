@@ -62,6 +62,8 @@ async def test_add_set_keys_list_and_remove(service_env: dict[str, str]) -> None
         (("add", "shop", "--max-amount", "1e3"), 2, "universes: bad maximum amount '1e3': a "
          "positive decimal with at most 4 decimals, at most 1000000000 (e.g. 100000 or 99.90)"),
         (("set", "nobody", "--currency", "EUR"), 1, "universes: unknown universe 'nobody'"),
+        (("set", "known"), 2, "universes: nothing to change: give --currency, --window or "
+         "--max-amount"),
         (("remove", "nobody"), 1, "universes: unknown universe 'nobody'"),
         (("key", "add", "nobody"), 1, "universes: unknown universe 'nobody'"),
         (("key", "remove", "known", "0000abcd"), 1, "universes: universe 'known' has no key "
