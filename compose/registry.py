@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from typing import Final
+
+from aiokafka.errors import KafkaError
 
 from schemas.environ import Environ
 from schemas.kafka_settings import KafkaSettings
 from schemas.topics import ensure_topics
-from schemas.universe_log import now_ms, read_registry, write_record
+from schemas.universe_log import RegistryUnavailable, now_ms, read_registry, write_record
 from schemas.universes import UniverseSettings
 
 logger = logging.getLogger(__name__)
 
 # No default currency: the README's calls without one stay under currency ''.
 DEMO: Final = "demo"
+# A broker just (re)started can accept connections a moment before it answers requests.
+ATTEMPTS_S: Final = 60.0
 
 
 async def ensure_registered(env: Mapping[str, str], universe: str = DEMO) -> bool:
@@ -37,4 +42,14 @@ async def ensure_registered(env: Mapping[str, str], universe: str = DEMO) -> boo
 
 
 def register_demo(env: Mapping[str, str]) -> None:
-    asyncio.run(ensure_registered(env))
+    """Register demo, retrying while the broker does not answer yet (then raise)."""
+    deadline = time.monotonic() + ATTEMPTS_S
+    while True:
+        try:
+            asyncio.run(ensure_registered(env))
+            return
+        except (KafkaError, RegistryUnavailable) as e:
+            if time.monotonic() > deadline:
+                raise
+            logger.warning("could not register %s yet (%s); retrying", DEMO, e)
+            time.sleep(1)
