@@ -43,6 +43,7 @@ def restart_cycles(folder: Path, *, cycles: int = 3, per_cycle: int = 50) -> Res
     answered = Answered()
     stack.up()
     try:
+        stack.register(universe)
         for cycle in range(cycles + 1):
             _merge(answered, asyncio.run(burst(
                 stack.edge_url, universe=universe, count=per_cycle, concurrency=8,
@@ -80,6 +81,7 @@ def kills_under_stream(
 
     faults = [(step * (i + 1), killer(name)) for i, name in enumerate(victims)]
     try:
+        stack.register(universe)
         answered = asyncio.run(stream(
             stack.edge_url, universe=universe, rate=rate, duration_s=duration_s, faults=faults,
         ))  # fmt: skip
@@ -107,6 +109,7 @@ def edge_workers(folder: Path, *, workers: int = 2, count: int = 2000) -> Result
     universe = "workers"
     stack.up()
     try:
+        stack.register(universe)
         answered = asyncio.run(
             burst(stack.edge_url, universe=universe, count=count, concurrency=32)
         )
@@ -130,6 +133,7 @@ def edge_sigkill(folder: Path, *, rate: float = 200, duration_s: float = 20) -> 
         stack.kill("edge", signal.SIGKILL)
 
     try:
+        stack.register(universe)
         answered = asyncio.run(stream(
             stack.edge_url, universe=universe, rate=rate, duration_s=duration_s,
             faults=[(duration_s / 2, kill)],

@@ -57,6 +57,40 @@ class LocalStack:
         if result.returncode != 0:
             raise StackError(f"compose down failed:\n{result.stdout}\n{result.stderr}")
 
+    def universes(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`python -m projector universes ARGS` against this stack's broker."""
+        env = {**self.env, "TRACKER_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap}
+        if self.settings.external_kafka is None:
+            env["TRACKER_KAFKA_IDEMPOTENCE"] = "false"  # Tansu
+        return subprocess.run(
+            [sys.executable, "-m", "projector", "universes", *args],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    def register(self, universe: str, timeout: float = 30.0) -> None:
+        """Register ``universe`` and wait until the projector has read it: a call projected
+        before then is judged without it (`universe_unknown`)."""
+        added = self.universes("add", universe)
+        if added.returncode not in (0, 1):  # 1: registered already (a restarted stack)
+            raise StackError(f"universes add {universe} failed:\n{added.stderr}")
+        listed = self.universes("list")
+        registered = len(listed.stdout.splitlines()) - 1  # the header line
+        url = f"http://{self.settings.host}:{self.settings.projector_port}/metrics"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    text = response.read().decode()
+            except OSError:
+                text = ""
+            for line in text.splitlines():
+                if line.startswith("tracker_projector_universes ") and (
+                    float(line.split()[1]) >= registered
+                ):
+                    return
+            time.sleep(0.2)
+        raise StackError(f"the projector did not read universe {universe} within {timeout:.0f}s")
+
     def services(self) -> dict[str, dict[str, Any]]:
         path = self.settings.data_dir / "run" / "stack.json"
         try:

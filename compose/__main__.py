@@ -17,6 +17,7 @@ from pathlib import Path
 import orjson
 
 from compose.processes import StartError
+from compose.registry import register_demo
 from compose.settings import StackSettings
 from compose.stack import (
     Stack,
@@ -71,6 +72,13 @@ def run(settings: StackSettings) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     stack = Stack(services, settings.data_dir / "logs")
     stack.start()
+    try:
+        # With the services' own environment (broker, topic prefix): what they follow.
+        projector = next(s for s in services if s.name == "projector")
+        register_demo({**os.environ, **projector.env})
+    except BaseException:
+        stack.stop()
+        raise
     state_path = _state_path(settings)
     state_path.parent.mkdir(parents=True, exist_ok=True)
     external = {}

@@ -24,11 +24,12 @@ from aiohttp.streams import StreamReader
 from ingest.handler_errors import handler_failed
 from ingest.ids import new_event_id
 from ingest.privacy import request_client_hash
-from ingest.state import METRICS, PUBLISHER, SETTINGS
+from ingest.state import METRICS, PUBLISHER, REGISTRY, SETTINGS
 from schemas.raw import SaleRequest, encode_raw, kafka_key
 from schemas.reasons import Reason
 from schemas.rules import reason_message, sale_call_from_values
 from schemas.unicode import is_unicode
+from schemas.universes import judge
 
 MAX_BODY_BYTES: Final = 1 * 2**20
 MAX_ITEMS: Final = 1000
@@ -43,12 +44,20 @@ def error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status, dumps=_dumps)
 
 
-def universe_of_key(api_keys: dict[str, str] | Any, header: str) -> str | None:
+def bearer_key(header: str) -> str:
+    """The key of an ``Authorization: Bearer <key>`` header ("" when there is none)."""
     scheme, _, key = header.partition(" ")
     key = key.strip()
     # Header bytes that are not ASCII arrive surrogate-escaped: no key of ours looks like that,
     # and such a string could not even be encoded to be compared.
-    if scheme.lower() != "bearer" or not key or not key.isascii():
+    if scheme.lower() != "bearer" or not key.isascii():
+        return ""
+    return key
+
+
+def universe_of_key(api_keys: dict[str, str] | Any, header: str) -> str | None:
+    key = bearer_key(header)
+    if not key:
         return None
     found = None
     for known, universe in api_keys.items():
@@ -56,6 +65,13 @@ def universe_of_key(api_keys: dict[str, str] | Any, header: str) -> str | None:
         if hmac.compare_digest(known.encode(), key.encode()):
             found = universe
     return found
+
+
+def key_universe(app: web.Application, header: str) -> str | None:
+    """The universe of the request's key: the environment's keys, then the registry's
+    (stored hashed; `python -m projector universes key add`)."""
+    found = universe_of_key(app[SETTINGS].api_keys, header)
+    return found or app[REGISTRY].universe_of_key(bearer_key(header))
 
 
 async def read_body(content: StreamReader, limit: int) -> bytes | None:
@@ -162,44 +178,14 @@ async def report_sales(request: web.Request) -> web.Response:
         request.app[METRICS].api_seconds.observe(time.perf_counter() - started)
 
 
-async def _report_sales(request: web.Request) -> web.Response:  # noqa: PLR0911 - one per error
+async def _report_sales(request: web.Request) -> web.Response:
     app = request.app
     settings = app[SETTINGS]
     metrics = app[METRICS]
-    universe = universe_of_key(settings.api_keys, request.headers.get("Authorization", ""))
-    if universe is None:
-        metrics.requests.labels("api", "unauthorized").inc()
-        return error(401, "missing or invalid API key (Authorization: Bearer <key>)")
-    if (request.content_length or 0) > MAX_BODY_BYTES:
-        metrics.requests.labels("api", "too_large").inc()
-        return error(413, f"body larger than {MAX_BODY_BYTES} bytes")
-    try:
-        body = await read_body(request.content, MAX_BODY_BYTES)
-    except HttpProcessingError as e:  # e.g. a malformed chunk
-        metrics.requests.labels("api", "bad_body").inc()
-        return error(400, f"body could not be read: {e.message}")
-    except ConnectionError:
-        # The client left before its body arrived: no one reads the answer, nothing to log
-        # (raised on, aiohttp would log a traceback per such request).
-        metrics.requests.labels("api", "body_incomplete").inc()
-        return error(400, "the connection was lost before the body arrived")
-    if body is None:
-        metrics.requests.labels("api", "too_large").inc()
-        return error(413, f"body larger than {MAX_BODY_BYTES} bytes")
-    try:
-        data = parse_json(body)
-    except ValueError as e:
-        metrics.requests.labels("api", "bad_json").inc()
-        return error(400, f"body is not valid JSON: {e}")
-    except RecursionError:
-        metrics.requests.labels("api", "bad_json").inc()
-        return error(400, "body is not valid JSON: nested too deeply")
-    items = data if isinstance(data, list) else [data]
-    if not items:
-        return error(400, "no sale in the body")
-    if len(items) > MAX_ITEMS:
-        metrics.requests.labels("api", "too_large").inc()
-        return error(413, f"at most {MAX_ITEMS} sales per request, got {len(items)}")
+    authorized = await authorized_items(request, "api", noun="sales")
+    if isinstance(authorized, web.Response):
+        return authorized
+    universe, items = authorized
 
     received_at_ms = time.time_ns() // 1_000_000
     hashed = request_client_hash(request, settings)
@@ -213,6 +199,7 @@ async def _report_sales(request: web.Request) -> web.Response:  # noqa: PLR0911 
         call = sale_call_from_values(
             values, problem, event_id=event_id, received_at_ms=received_at_ms, source="api"
         )
+        call = judge(call, app[REGISTRY].reader.registry)  # the projector will judge it alike
         raw = SaleRequest(
             event_id=event_id, received_at_ms=received_at_ms, source="api", fields=values,
             problem=problem, client_hash=hashed,
@@ -236,14 +223,15 @@ async def _report_sales(request: web.Request) -> web.Response:  # noqa: PLR0911 
     )  # fmt: skip
 
 
-async def authorized_items(  # noqa: PLR0911 - one per error, as _report_sales
-    request: web.Request, endpoint: str
+async def authorized_items(  # noqa: PLR0911 - one per error
+    request: web.Request, endpoint: str, *, noun: str = "items"
 ) -> tuple[str, list[Any]] | web.Response:
-    """(the key's universe, the body's items), or the error answer, exactly as for sales:
-    the same key check, body limits and JSON reading (``POST /v1/refunds`` uses it)."""
-    settings = request.app[SETTINGS]
+    """(the key's universe, the body's items), or the error answer: the key check (the
+    environment's keys and the registry's), body limits and JSON reading of every endpoint
+    of the API (``POST /v1/sales``, ``POST /v1/refunds``). ``noun`` names the items in the
+    answers ("no sale in the body")."""
     metrics = request.app[METRICS]
-    universe = universe_of_key(settings.api_keys, request.headers.get("Authorization", ""))
+    universe = key_universe(request.app, request.headers.get("Authorization", ""))
     if universe is None:
         metrics.requests.labels(endpoint, "unauthorized").inc()
         return error(401, "missing or invalid API key (Authorization: Bearer <key>)")
@@ -271,8 +259,8 @@ async def authorized_items(  # noqa: PLR0911 - one per error, as _report_sales
         return error(400, "body is not valid JSON: nested too deeply")
     items = data if isinstance(data, list) else [data]
     if not items:
-        return error(400, "no item in the body")
+        return error(400, f"no {noun.removesuffix('s')} in the body")
     if len(items) > MAX_ITEMS:
         metrics.requests.labels(endpoint, "too_large").inc()
-        return error(413, f"at most {MAX_ITEMS} items per request, got {len(items)}")
+        return error(413, f"at most {MAX_ITEMS} {noun} per request, got {len(items)}")
     return universe, items

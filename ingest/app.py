@@ -15,7 +15,8 @@ from ingest.protocol import EdgeRunner, ProtocolEvents
 from ingest.publisher import Publisher
 from ingest.refunds import report_refunds
 from ingest.settings import EdgeSettings
-from ingest.state import METRICS, PUBLISHER, SETTINGS
+from ingest.state import METRICS, PUBLISHER, REGISTRY, SETTINGS
+from ingest.universes import EdgeRegistry
 
 # aiohttp answers 400 itself to request lines over its limit; a pixel call must still get the
 # image, so the limit is raised far above any real tracking URL and values are bounded later.
@@ -29,7 +30,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     # Not ready while events do not flow to the broker: publisher restarting, broker away,
     # spool full. The body says which.
-    reason = request.app[PUBLISHER].unready_reason()
+    reason = request.app[PUBLISHER].unready_reason() or request.app[REGISTRY].unready_reason()
     if reason is not None:
         return web.Response(status=503, text=f"{reason}\n")
     return web.Response(text="ready\n")
@@ -53,6 +54,14 @@ async def _drain_publisher(app: web.Application) -> None:
     await app[PUBLISHER].close()
 
 
+async def _start_registry(app: web.Application) -> None:
+    app[REGISTRY].start()
+
+
+async def _stop_registry(app: web.Application) -> None:
+    await app[REGISTRY].close()
+
+
 def create_app(settings: EdgeSettings, *, worker: int = 0) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES + 1)
     app[SETTINGS] = settings
@@ -60,6 +69,7 @@ def create_app(settings: EdgeSettings, *, worker: int = 0) -> web.Application:
     # One spool per worker process: each appends and replays its own, in order.
     spool_dir = Path(settings.spool_dir) / f"worker-{worker}"
     app[PUBLISHER] = publisher = Publisher(settings, edge_metrics, spool_dir)
+    app[REGISTRY] = EdgeRegistry(settings)
     edge_metrics.report_readiness(publisher.unready_reason)
     app.router.add_get("/sales.php", sale_pixel)
     app.router.add_get("/sales", sale_pixel)
@@ -70,8 +80,10 @@ def create_app(settings: EdgeSettings, *, worker: int = 0) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.on_startup.append(_start_publisher)
+    app.on_startup.append(_start_registry)
     # on_cleanup runs after the server stopped accepting: every answered call gets published.
     app.on_cleanup.append(_drain_publisher)
+    app.on_cleanup.append(_stop_registry)
     return app
 
 

@@ -55,6 +55,8 @@ class EdgeSettings:
     trusted_proxy_hops: int
     header_timeout_s: int
     keepalive_s: int
+    # As the projector's: the API answers as the projector will judge (schemas/universes.py).
+    universes_required: bool
     secret: str = field(repr=False)
     api_keys: Mapping[str, str] = field(repr=False)
 
@@ -91,6 +93,7 @@ class EdgeSettings:
                 "TRACKER_EDGE_HEADER_TIMEOUT_S", 10, minimum=1, maximum=600
             ),
             keepalive_s=env.integer("TRACKER_EDGE_KEEPALIVE_S", 15, minimum=1, maximum=3600),
+            universes_required=env.flag("TRACKER_UNIVERSES_REQUIRED", False),
             secret=env.secret("TRACKER_SECRET", min_length=32),
             api_keys=parse_api_keys("TRACKER_API_KEYS", env.text("TRACKER_API_KEYS", ",")),
         )

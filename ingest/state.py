@@ -7,7 +7,9 @@ from aiohttp import web
 from ingest.metrics import EdgeMetrics
 from ingest.publisher import Publisher
 from ingest.settings import EdgeSettings
+from ingest.universes import EdgeRegistry
 
 SETTINGS = web.AppKey("settings", EdgeSettings)
 METRICS = web.AppKey("metrics", EdgeMetrics)
 PUBLISHER = web.AppKey("publisher", Publisher)
+REGISTRY = web.AppKey("registry", EdgeRegistry)

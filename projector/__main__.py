@@ -1,5 +1,6 @@
 """`python -m projector [run]` runs the projector; `rebuild` replays the log into new tables;
-`accept-log` resumes partitions whose log went backwards from the log as it is now."""
+`accept-log` resumes partitions whose log went backwards from the log as it is now;
+`universes` manages the universe registry (projector/universes.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 import uvloop
 from aiohttp import web
 
+from projector import universes
 from projector.accept import AcceptError, accept_log
 from projector.errors import ProjectorError
 from projector.http import create_app
@@ -45,6 +47,10 @@ async def serve(settings: ProjectorSettings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["universes"]:
+        # Its own parser: it needs only the Kafka settings, not the projector's.
+        return universes.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m projector", description=__doc__)
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("run", help="project the topics into ClickHouse (the default)")
@@ -54,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     rebuild_parser.add_argument(
         "--drop-previous", action="store_true",
         help="drop the replaced tables 30 s after the swap (default: keep them)",
+    )  # fmt: skip
+    # Listed for --help only: main() hands `universes ...` to its own parser above.
+    commands.add_parser(
+        "universes", help="the universe registry: add, set, remove, list, key add, key remove",
+        add_help=False,
     )  # fmt: skip
     accept_parser = commands.add_parser(
         "accept-log",

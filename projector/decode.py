@@ -21,6 +21,7 @@ from projector.settings import ProjectorSettings
 from schemas.events import Click, EventDecodeError, SaleCall
 from schemas.raw import decode_refund_request
 from schemas.refunds import RefundCall, read_refund
+from schemas.universes import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +75,14 @@ class Events:
         )
 
 
-def decode(batch: Batch, epochs: Mapping[TopicPartition, int], s: ProjectorSettings) -> Events:
-    """Each record with its position (``epochs``: the log epoch each partition was checked in)."""
+def decode(
+    batch: Batch,
+    epochs: Mapping[TopicPartition, int],
+    s: ProjectorSettings,
+    registry: Registry | None = None,
+) -> Events:
+    """Each record with its position (``epochs``: the log epoch each partition was checked in),
+    calls judged under ``registry`` when given."""
     events = Events(
         spans={tp: (records[0].offset, records[-1].offset) for tp, records in batch.items()},
         clicks=[], calls=[], failures=[], contexts=[],
@@ -93,7 +100,7 @@ def decode(batch: Batch, epochs: Mapping[TopicPartition, int], s: ProjectorSetti
                 if sales:
                     call, outcomes = read_sale(
                         record.value, secret=s.secret,
-                        window_ms=s.attribution_window_ms, rules=s.rules,
+                        window_ms=s.attribution_window_ms, rules=s.rules, registry=registry,
                     )  # fmt: skip
                     events.calls.append((call, position))
                     if outcomes:

@@ -41,6 +41,7 @@ from schemas.rules import (
     sale_call_from_values,
 )
 from schemas.signing import SignatureError, verify_link
+from schemas.universes import Registry, judge
 
 ContextOutcomes = list[tuple[str, str]]
 
@@ -75,9 +76,10 @@ def cookie_value(cookies: str, name: str) -> str:
 
 
 def interpret_sale(
-    raw: SaleRequest, *, secret: str, window_ms: int, rules: Rules
+    raw: SaleRequest, *, secret: str, window_ms: int, rules: Rules, registry: Registry | None = None
 ) -> tuple[SaleCall, ContextOutcomes]:
-    """The call ``raw`` describes, and what was seen of its click context (for a metric)."""
+    """The call ``raw`` describes, and what was seen of its click context (for a metric);
+    under ``registry`` when given (schemas.universes.judge)."""
     if raw.source == "pixel" and raw.problem == Reason.MALFORMED_REQUEST:
         # What the edge marks for a request line aiohttp refused. Nothing was parsed: the
         # escaped request line is kept for diagnosis, as the edge did.
@@ -100,9 +102,10 @@ def interpret_sale(
     def context(universe: str, click_id: str) -> ClickContext | None:
         # The API has no cookie: its context is the click id alone, as at the edge.
         cookie = "" if raw.source == "api" else cookie_value(raw.cookies, cookie_name(universe))
+        window = window_ms if registry is None else registry.window_ms(universe, window_ms)
         click, seen = resolve_context(
             click_id, cookie, universe=universe, now_ms=raw.received_at_ms, secret=secret,
-            window_ms=window_ms,
+            window_ms=window,
         )  # fmt: skip
         outcomes.extend(seen)
         return click
@@ -111,6 +114,8 @@ def interpret_sale(
         values, problem, event_id=raw.event_id, received_at_ms=raw.received_at_ms,
         source=raw.source, context=context, client_hash=raw.client_hash, rules=rules,
     )  # fmt: skip
+    if registry is not None:
+        call = judge(call, registry)
     return call, outcomes
 
 
@@ -125,7 +130,12 @@ def interpret_click(raw: ClickRequest, *, secret: str, rules: Rules) -> Click:
 
 
 def read_sale(
-    payload: bytes | None, *, secret: str, window_ms: int, rules: Rules
+    payload: bytes | None,
+    *,
+    secret: str,
+    window_ms: int,
+    rules: Rules,
+    registry: Registry | None = None,
 ) -> tuple[SaleCall, ContextOutcomes]:
     """A sales message of either version as the projector's call; raise EventDecodeError.
 
@@ -134,11 +144,14 @@ def read_sale(
     """
     raw = decode_sale_request(payload)
     if raw is not None:
-        return interpret_sale(raw, secret=secret, window_ms=window_ms, rules=rules)
+        return interpret_sale(
+            raw, secret=secret, window_ms=window_ms, rules=rules, registry=registry
+        )
     try:
-        return decode_sale(payload), []
+        call = decode_sale(payload)
     except EventDecodeError as e:
         raise _raw_error(payload, SaleRequest) or e from None
+    return (call if registry is None else judge(call, registry)), []
 
 
 def read_click(payload: bytes | None, *, secret: str, rules: Rules) -> Click:

@@ -4,7 +4,7 @@ stored clicks, with the bounded cache of counted transactions in front of ClickH
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from aiokafka import TopicPartition
 
@@ -22,7 +22,11 @@ from schemas.refunds import SaleKey
 
 class Lookups:
     def __init__(
-        self, store: Store, retrying: Retrying, cache: CountedCache, window_ms: int
+        self,
+        store: Store,
+        retrying: Retrying,
+        cache: CountedCache,
+        window_ms: Callable[[str], int],
     ) -> None:
         self._store = store
         self._retrying = retrying
@@ -97,12 +101,12 @@ class Lookups:
             for call in calls
             if call.status == "accepted"
             and customer_of(call)
-            and qualifying_carried(call, window) is None
+            and qualifying_carried(call, window(call.universe)) is None
         ]
         if not needing:
             return []
         customers = {(c.universe, customer_of(c)) for c in needing}
-        since = min(c.received_at_ms for c in needing) - window
+        since = min(c.received_at_ms - window(c.universe) for c in needing)
         until = max(c.received_at_ms for c in needing)
         return await self._retrying(
             "look up clicks", lambda: self._store.clicks_of(generation, customers, since, until)

@@ -29,6 +29,7 @@ from projector.batching import next_batch_size
 from projector.checkpoint import Checkpoint
 from projector.decode import Batch, Failure, decode, where
 from projector.dedupe import CountedCache
+from projector.errors import ProjectorError
 from projector.logcheck import LogCheck, Refused
 from projector.lookups import Lookups
 from projector.metrics import ProjectorMetrics
@@ -39,6 +40,7 @@ from projector.retry import Retrying
 from projector.settings import ProjectorSettings
 from projector.store import Store
 from schemas.topics import ensure_topics
+from schemas.universe_log import RegistryReader, RegistryUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -89,10 +91,17 @@ class Projector:
         self._written: Written | None = None
         # Grows while behind, shrinks once caught up (projector/batching.py).
         self._batch_target = settings.batch_max
+        self.universes = RegistryReader(
+            settings.kafka.bootstrap, settings.kafka.topics.universes,
+            required=settings.universes_required,
+        )  # fmt: skip
+        metrics.universes.set_function(lambda: len(self.universes.registry.universes))
 
     @property
     def health(self) -> str | None:
         """Why the projector is not ready, or None when it is (what /readyz answers)."""
+        if not self.universes.caught_up:
+            return "universe registry not read yet"
         if self._consumer is None or not self._consumer.assignment():
             return "not consuming yet"  # a group join can take seconds
         return self._log.health
@@ -141,6 +150,7 @@ class Projector:
                 s.kafka.bootstrap, s.kafka.topics, partitions=s.kafka.partitions,
                 replication=s.kafka.replication,
             )  # fmt: skip
+            await self._read_universes()
             probe = LogProbe(s.kafka.bootstrap)
             await retrying("start the log probe", probe.start)
             consumer = await self._start_consumer()
@@ -151,7 +161,7 @@ class Projector:
             await dead_letters.start()
             try:
                 try:
-                    lookups = Lookups(store, retrying, self._cache, s.attribution_window_ms)
+                    lookups = Lookups(store, retrying, self._cache, self._window_ms)
                     checkpoint = Checkpoint(
                         s, self.metrics, store, lookups, retrying,
                         commit=self._mode.committer(consumer),
@@ -168,7 +178,32 @@ class Projector:
                 await dead_letters.stop()
                 await probe.stop()
         finally:
+            await self.universes.stop()
             await store.close()
+
+    async def _read_universes(self) -> None:
+        """Read the universe registry to its end: no call is judged before it is known."""
+        s = self.settings
+        try:
+            await self.universes.start()
+            await self.universes.wait_read(s.registry_timeout_s)
+        except RegistryUnavailable as e:
+            raise ProjectorError(str(e), retriable=False) from e
+        registry = self.universes.registry
+        if not registry.enforced:
+            logger.warning(
+                "the universe registry %s is empty: every universe counts until one is "
+                "registered (set TRACKER_UNIVERSES_REQUIRED=1 to count none)",
+                s.kafka.topics.universes,
+            )
+        else:
+            logger.info(
+                "universe registry: %d universes registered, only they count",
+                len(registry.universes),
+            )
+
+    def _window_ms(self, universe: str) -> int:
+        return self.universes.registry.window_ms(universe, self.settings.attribution_window_ms)
 
     async def _start_consumer(self) -> AIOKafkaConsumer:
         s = self.settings
@@ -266,12 +301,15 @@ class Projector:
     async def _project(self, batch: Batch, r: _Run) -> Projected:
         """Decode, look up, project; follow the plan and count what it kept."""
         generation = await self._current_generation(r)
-        events = decode(batch, self._log.epochs, self.settings)
+        # One registry for the whole batch: every call of it is judged alike.
+        registry = self.universes.registry
+        events = decode(batch, self._log.epochs, self.settings, registry)
         facts = await r.lookups.facts(generation, events)
         held = self._log.held(events.spans, facts.positions)
         projected = project(
             events, facts, self._written, window_ms=self.settings.attribution_window_ms,
-            rewound=self._log.rewound, origins=self._log.origins, held=held,
+            windows=registry.windows, rewound=self._log.rewound, origins=self._log.origins,
+            held=held,
         )  # fmt: skip
         self._log.follow(projected.plan, events.spans, held, r.consumer)
         kept = projected.events

@@ -125,6 +125,12 @@ class ProjectorMetrics:
             ["topic", "partition"],
             registry=self.registry,
         )
+        self.universes = Gauge(
+            "tracker_projector_universes",
+            "Universes registered, as this projector has read the registry so far (0: every "
+            "universe counts, unless TRACKER_UNIVERSES_REQUIRED)",
+            registry=self.registry,
+        )
 
     def set_lag(self, tp: _Partition, behind: int) -> None:
         self.lag.labels(tp.topic, str(tp.partition)).set(max(0, behind))

@@ -99,6 +99,7 @@ def project(
     in_flight: Written | None,
     *,
     window_ms: int,
+    windows: Mapping[str, int] | None = None,
     rewound: Mapping[TopicPartition, int] | None = None,
     origins: Mapping[TopicPartition, int] | None = None,
     held: Set[TopicPartition] = frozenset(),
@@ -106,7 +107,8 @@ def project(
     """The rows of a batch and what writing them adds.
 
     ``in_flight``: the previous batch, still being written; what it writes counts as
-    written. ``rewound``, ``origins``, ``held``: where the loop put each partition and which
+    written. ``windows``: attribution windows of universes that have their own.
+    ``rewound``, ``origins``, ``held``: where the loop put each partition and which
     wait for a log check (see positions.plan).
     """
     spans = events.spans
@@ -143,7 +145,8 @@ def project(
         attribution = None
         if decision is COUNTED:
             known = known_clicks.get((call.universe, customer_of(call)), ())
-            attribution = attribute(call, known, window_ms)
+            window = windows.get(call.universe, window_ms) if windows else window_ms
+            attribution = attribute(call, known, window)
             pending.append((dedupe_key(call), call.event_id))
             sold.append((call, attribution))
             if call.transaction_id and events.refunds:

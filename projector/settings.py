@@ -33,6 +33,10 @@ class ProjectorSettings:
     flush_interval_ms: int
     attribution_window_ms: int
     dedupe_cache_size: int
+    # Count only registered universes even while the registry is empty (production).
+    universes_required: bool
+    # How long start-up waits to read the universe registry to its end before giving up.
+    registry_timeout_s: int
     # Verifies the click contexts and links of raw calls and clicks (the edge's secret).
     secret: str = field(repr=False)
     # How raw calls are read. Not from the environment: a rule changes with the code, and
@@ -96,6 +100,10 @@ class ProjectorSettings:
             )
             * 86_400_000,
             dedupe_cache_size=env.integer("TRACKER_PROJECTOR_DEDUPE_CACHE", 200_000),
+            universes_required=env.flag("TRACKER_UNIVERSES_REQUIRED", False),
+            registry_timeout_s=env.integer(
+                "TRACKER_REGISTRY_TIMEOUT_S", 60, minimum=1, maximum=3600
+            ),
             secret=env.secret("TRACKER_SECRET", min_length=32),
             fault=env.choice(
                 "TRACKER_PROJECTOR_FAULT",

@@ -23,12 +23,18 @@ import msgspec
 
 from schemas.events import Click, SaleCall
 from schemas.raw import COOKIES_MAX, QUERY_MAX, ClickRequest, RefundRequest, SaleRequest
+from schemas.universes import UniverseSettings
 
 SCHEMA_DIR: Final = Path(__file__).resolve().parent / "json"
 DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
 
 EventType = (
-    type[SaleRequest] | type[ClickRequest] | type[RefundRequest] | type[SaleCall] | type[Click]
+    type[SaleRequest]
+    | type[ClickRequest]
+    | type[RefundRequest]
+    | type[SaleCall]
+    | type[Click]
+    | type[UniverseSettings]
 )
 
 
@@ -56,6 +62,11 @@ EVENTS: Final = (
     Event(
         "click.v1", Click, "clicks",
         "No longer published; the projector still reads it in logs written before version 2.",
+    ),
+    Event(
+        "universe.v1", UniverseSettings, "universes",
+        "Written by `python -m projector universes`, keyed by the universe; a removal is a "
+        "tombstone (that key, a null value).",
     ),
 )  # fmt: skip
 
@@ -192,6 +203,27 @@ DESCRIPTIONS: Final[dict[EventType, dict[str, str]]] = {
         "link_id": "The link within the campaign.",
         "product": 'The sending product; "" when the link named none.',
         "client_hash": _HASH.format(empty='""'),
+    },
+    UniverseSettings: {
+        "v": _V.format(v=1),
+        "universe": "The universe (also the record's key), as the pixel's `universe=` names it.",
+        "updated_at_ms": _TIME + "When this version of the settings was written.",
+        "currency": (
+            "ISO 4217 code that calls naming no currency take (stored in their ledger row). "
+            "Absent: such calls stay without one."
+        ),
+        "window": (
+            "Attribution window of the universe's sales: days or hours (`30d`, `12h`). Absent: "
+            "the projector's TRACKER_ATTRIBUTION_WINDOW_DAYS."
+        ),
+        "max_amount": (
+            "Largest amount of one sale, an exact decimal; a call above it is rejected "
+            "`amount_above_limit`. Absent: no limit but the pixel's own."
+        ),
+        "keys": (
+            "The universe's API keys: key id -> SHA-256 (hex) of the key. The key itself is "
+            "printed once when made and never stored. Absent: no key."
+        ),
     },
 }
 

@@ -35,6 +35,9 @@ class Reason(StrEnum):
     NOT_STRING = "<name>_not_string"
     UNIVERSE_NOT_ALLOWED = "universe_not_allowed"
     DUPLICATE_FIELD = "duplicate_field"
+    # The universe registry (schemas/universes.py): judged by the projector, and by the API.
+    UNIVERSE_UNKNOWN = "universe_unknown"
+    AMOUNT_ABOVE_LIMIT = "amount_above_limit"
     # Refunds (POST /v1/refunds, projector/refunds.py): the refund object, then the sale.
     REFUND_ID_INVALID = "refund_id_invalid"
     REFUND_AMOUNT_ZERO = "refund_amount_zero"
@@ -104,6 +107,8 @@ MESSAGES: Final[dict[Reason, str]] = {
     Reason.NOT_STRING: "field {name} must be a string",
     Reason.UNIVERSE_NOT_ALLOWED: "this API key may not report sales of that universe",
     Reason.DUPLICATE_FIELD: "field {name} appears more than once",
+    Reason.UNIVERSE_UNKNOWN: "universe is not registered (python -m projector universes add)",
+    Reason.AMOUNT_ABOVE_LIMIT: "amount is above the universe's maximum per sale",
     Reason.REFUND_ID_INVALID: (
         "refund_id is required: 1-{id_max_length} printable ASCII characters without spaces"
     ),

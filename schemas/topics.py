@@ -25,6 +25,11 @@ class Topics:
     def dead_letters(self) -> str:
         return f"{self.prefix}dead-letters"
 
+    @property
+    def universes(self) -> str:
+        """The universe registry (schemas/universe_log.py): one partition, so one order."""
+        return f"{self.prefix}universes"
+
     def all(self) -> tuple[str, ...]:
         return (self.sales, self.clicks, self.dead_letters)
 
@@ -37,12 +42,14 @@ async def ensure_topics(
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [name for name in topics.all() if name not in existing]
+        missing = [
+            NewTopic(name, 1 if name == topics.universes else partitions, replication)
+            for name in (*topics.all(), topics.universes)
+            if name not in existing
+        ]
         if missing:
             # Another instance may create them between our list and our create.
             with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(
-                    [NewTopic(name, partitions, replication) for name in missing]
-                )
+                await admin.create_topics(missing)
     finally:
         await admin.close()

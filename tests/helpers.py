@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 from urllib.parse import parse_qsl
 
@@ -282,3 +285,19 @@ async def settled(ch: AsyncClient, db: str, events: int, timeout: float = 60.0) 
     await eventually(state, done, timeout)
     if (n := (await state())[0]) != events:
         raise AssertionError(f"expected {events} ledger rows, found {n}")
+
+
+def universes(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m projector universes ARGS` as an operator runs it, with ``env``."""
+    return subprocess.run(
+        [sys.executable, "-m", "projector", "universes", *args],
+        cwd=Path(__file__).resolve().parent.parent, env=env, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+
+
+def universes_ok(env: dict[str, str], *args: str) -> list[str]:
+    """Its output lines; fail unless it succeeded without a word on stderr."""
+    result = universes(env, *args)
+    assert (result.returncode, result.stderr) == (0, ""), result
+    return result.stdout.splitlines()

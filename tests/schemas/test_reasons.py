@@ -15,6 +15,7 @@ from schemas.raw import RefundRequest, SaleRequest
 from schemas.reasons import API_ONLY, MESSAGES, Reason
 from schemas.refunds import RefundCall, read_refund
 from schemas.rules import DEFAULT_RULES, reason_message, sale_call, sale_call_from_values
+from schemas.universes import Registry, UniverseSettings
 
 ROOT = Path(__file__).parent.parent.parent
 OK = "universe=u&amount=1"
@@ -68,6 +69,14 @@ def produced() -> dict[str, str]:
     for label, raw in marks.items():
         call, _ = interpret_sale(raw, secret="s" * 32, window_ms=1000, rules=DEFAULT_RULES)
         found[label] = call.reason
+    # The registry's reasons (schemas.universes.judge), as the projector reads a call.
+    registry = Registry.of({"u": UniverseSettings(universe="u", updated_at_ms=1, max_amount="1")})
+    for label, query in (("unregistered", "universe=v&amount=1"), ("above", "universe=u&amount=2")):
+        raw = SaleRequest(event_id="e", received_at_ms=1, source="pixel", query=query)
+        call, _ = interpret_sale(
+            raw, secret="s" * 32, window_ms=1000, rules=DEFAULT_RULES, registry=registry
+        )
+        found[f"registry {label}"] = call.reason
     found.update(refund_reasons())
     return found
 
