@@ -4,7 +4,9 @@ out by hand in docs/analysts.md and tests/compose/test_dashboard.py.
 It is sent as real traffic through a running edge with compose/demo.py's helpers (tracked
 links followed, the pixel with the click cookie or the `click` parameter, the API), in the
 universe ``demo``. Six customers click, five buy, two anonymous visitors buy, a refreshed
-page sends one order twice and five calls are rejected; amounts in EUR and USD.
+page sends one order twice and five calls are rejected; amounts in EUR and USD. Then five
+refunds by the API: two count (all of an anonymous 15 EUR, 10 of dave's 25 USD), one is sent
+twice, one names an unknown order, one asks more than is left.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import urllib.parse
 from dataclasses import dataclass
 
-from compose.demo import UNIVERSE, Target, Visit, api_sale, follow, pixel, wait_until
+from compose.demo import UNIVERSE, Target, Visit, api_refund, api_sale, follow, pixel, wait_until
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,16 @@ CALLS = (
 COUNTED = 10
 WITH_CUSTOMER = 8
 
+# Refunds, sent once every sale is counted (a refund read before its sale is rejected).
+REFUNDS = (
+    {"id": "o-9", "refund_id": "rf-1"},  # all of the anonymous 15 EUR: one purchase less
+    {"id": "o-9", "refund_id": "rf-1"},  # sent again: duplicate
+    {"id": "o-6", "refund_id": "rf-2", "amount": "10", "currency": "USD"},  # part of dave's 25
+    {"id": "o-99", "refund_id": "rf-3", "amount": "5"},  # no such sale: sale_unknown
+    {"id": "o-6", "refund_id": "rf-4", "amount": "100"},  # refund_above_remaining
+)
+REFUNDS_COUNTED = 2
+
 
 def send(target: Target, call: Call, visits: dict[str, Visit]) -> None:
     if call.via == "api":
@@ -107,4 +119,17 @@ def load(target: Target, *, timeout: float = 60.0) -> None:
         f" AND (SELECT sum(purchases) FROM tracker.customer_turnover WHERE {demo})"
         f"     = {WITH_CUSTOMER}",
         "1", "the scenario's calls", timeout,
+    )  # fmt: skip
+    for refund in REFUNDS:
+        api_refund(target, refund)
+    wait_until(
+        target,
+        f"SELECT (SELECT count() FROM tracker.refunds_calls WHERE {demo}) = {len(REFUNDS)}"  # noqa: S608
+        f" AND (SELECT count() FROM tracker.refunds WHERE {demo}) = {REFUNDS_COUNTED}"
+        f" AND (SELECT sum(refunds) FROM tracker.campaign_turnover WHERE {demo})"
+        f"     = {REFUNDS_COUNTED}"
+        f" AND (SELECT sum(refunds) FROM tracker.link_turnover WHERE {demo}) = {REFUNDS_COUNTED}"
+        f" AND (SELECT sum(refunds) FROM tracker.campaign_turnover_daily WHERE {demo})"
+        f"     = {REFUNDS_COUNTED}",
+        "1", "the scenario's refunds", timeout,
     )  # fmt: skip

@@ -51,7 +51,7 @@ def dump_dom(url: str, timeout: float = 60.0) -> str:
     return _run(url, "--dump-dom", timeout=timeout)
 
 
-def screenshot(url: str, path: Path, width: int = 1200, height: int = 1500) -> None:
+def screenshot(url: str, path: Path, width: int = 1200, height: int = 1750) -> None:
     _run(url, f"--screenshot={path.resolve()}", f"--window-size={width},{height}", timeout=60)
     if not path.exists() or path.stat().st_size == 0:
         raise BrowserError(f"chromium wrote no screenshot to {path}")

@@ -69,6 +69,19 @@ def _daily(value: str, points: str) -> str:
 _IN_RANGE = "BETWEEN toDate(from) AND toDate(to)"
 _UNIVERSE_CURRENCY = "universe = {universe:String} AND currency = {currency:String}"
 
+
+def _net(columns: str) -> str:
+    """Counted sales as +amount on their day and counted refunds as -amount on theirs, with
+    ``columns`` of each: the rows a chart of net turnover sums (S608: constant pieces only)."""
+    return (
+        f"    SELECT toDate(sold_at) AS day, {columns}, amount AS value FROM tracker.sales\n"  # noqa: S608
+        f"    WHERE {_UNIVERSE_CURRENCY} AND toDate(sold_at) {_IN_RANGE}\n"
+        "    UNION ALL\n"
+        f"    SELECT toDate(refunded_at) AS day, {columns}, -amount AS value FROM tracker.refunds\n"
+        f"    WHERE {_UNIVERSE_CURRENCY} AND toDate(refunded_at) {_IN_RANGE}"
+    )
+
+
 CHARTS: tuple[Chart, ...] = (
     Chart(
         "turnover",
@@ -94,42 +107,47 @@ CHARTS: tuple[Chart, ...] = (
     ),
     Chart(
         "top_links",
-        "Top {top} links by turnover ({currency})",
+        "Top {top} links by net turnover ({currency})",
         _daily(
             "turnover",
-            # (S608: constant pieces only, no value from outside)
-            "SELECT toDate(sold_at) AS day, concat(campaign_id, '/', link_id) AS series,\n"  # noqa: S608
-            "       amount AS value\n"
-            "FROM tracker.sales\n"
-            f"WHERE {_UNIVERSE_CURRENCY} AND toDate(sold_at) {_IN_RANGE}\n"
-            "  AND (campaign_id, link_id) IN (\n"
-            "    SELECT campaign_id, link_id FROM tracker.sales\n"
-            f"    WHERE {_UNIVERSE_CURRENCY} AND toDate(sold_at) {_IN_RANGE}\n"
-            "      AND link_id != ''\n"
+            "SELECT day, concat(campaign_id, '/', link_id) AS series, value\n"  # noqa: S608
+            f"FROM (\n{_net('campaign_id, link_id')}\n)\n"
+            "WHERE link_id != '' AND (campaign_id, link_id) IN (\n"
+            f"    SELECT campaign_id, link_id FROM (\n{_net('campaign_id, link_id')}\n    )\n"
+            "    WHERE link_id != ''\n"
             "    GROUP BY campaign_id, link_id\n"
-            "    ORDER BY sum(amount) DESC, campaign_id, link_id\n"
+            "    ORDER BY sum(value) DESC, campaign_id, link_id\n"
             "    LIMIT {top:UInt32})",
         ),
     ),
-    # A customer's segment is their total in the currency (customer_turnover, all time); the
-    # chart shows what each segment bought per day.
+    # A customer's segment is their net total in the currency (customer_turnover, all time);
+    # the chart shows what each segment bought per day, net of that day's refunds.
     Chart(
         "segments",
-        "Turnover by customer segment ({currency} total: {low}, {high})",
+        "Net turnover by customer segment ({currency} total: {low}, {high})",
         _daily(
             "turnover",
-            "SELECT toDate(s.sold_at) AS day,\n"
+            "SELECT n.day AS day,\n"
             "       multiIf(c.turnover < {low:UInt32}, concat('under ', toString({low:UInt32})),\n"
             "               c.turnover < {high:UInt32},\n"
             "               concat(toString({low:UInt32}), ' to ', toString({high:UInt32})),\n"
             "               concat(toString({high:UInt32}), ' and over')) AS series,\n"
-            "       s.amount AS value\n"
-            "FROM tracker.sales AS s\n"
-            "INNER JOIN tracker.customer_turnover AS c\n"
-            "  ON c.universe = s.universe AND c.customer_id = s.customer_id\n"
-            "  AND c.currency = s.currency\n"
-            "WHERE s.universe = {universe:String} AND s.currency = {currency:String}\n"
-            f"  AND s.customer_id != '' AND toDate(s.sold_at) {_IN_RANGE}",
+            "       n.value AS value\n"
+            f"FROM (\n{_net('customer_id')}\n) AS n\n"
+            "INNER JOIN tracker.customer_turnover AS c ON c.customer_id = n.customer_id\n"
+            "WHERE c.universe = {universe:String} AND c.currency = {currency:String}\n"
+            "  AND n.customer_id != ''",
+        ),
+    ),
+    Chart(
+        "refunds",
+        "Refunded per day per campaign ({currency})",
+        _daily(
+            "refunded",
+            "SELECT day, if(campaign_id = '', '(unattributed)', campaign_id) AS series,\n"
+            "       refunded_turnover AS value\n"
+            "FROM tracker.campaign_turnover_daily\n"
+            f"WHERE {_UNIVERSE_CURRENCY} AND day {_IN_RANGE} AND refunds > 0",
         ),
     ),
     Chart(

@@ -144,6 +144,20 @@ def api_sale(target: Target, sale: dict[str, str]) -> None:
         raise DemoError(f"the API did not accept {sale}: {answer}")
 
 
+def api_refund(target: Target, refund: dict[str, str]) -> None:
+    """A refund through ``POST /v1/refunds`` (well formed: whether it counts is the
+    projector's decision, in ``refunds_calls``)."""
+    request = urllib.request.Request(  # noqa: S310 - our own URL
+        f"{target.edge}/v1/refunds",
+        data=orjson.dumps(refund),
+        headers={"Authorization": f"Bearer {target.api_key}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - our own URL
+        answer = orjson.loads(response.read())
+    if answer.get("accepted") != 1:
+        raise DemoError(f"the API did not accept {refund}: {answer}")
+
+
 def wait_until(target: Target, sql: str, done: str, what: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     seen = ""

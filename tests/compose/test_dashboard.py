@@ -127,20 +127,22 @@ class ChartCase:
     name: str = "defaults"
 
 
-TURNOVER, PURCHASES, TOP_LINKS, SEGMENTS, REJECTED = (
-    "turnover", "purchases", "top_links", "segments", "rejected"
+TURNOVER, PURCHASES, TOP_LINKS, SEGMENTS, REJECTED, REFUNDS = (
+    "turnover", "purchases", "top_links", "segments", "rejected", "refunds"
 )  # fmt: skip
 TOMORROW = "tomorrow"  # a `from` after every call: replaced by the scenario's next day
 
 CHART_CASES = [
-    # EUR: spring = alice 120 + 80.50, bob 1500, erin 300; summer = carol 40 (attributed from
-    # her stored click); unattributed = the anonymous 15 and frank's 60 (no click).
-    ChartCase(TURNOVER, [("(unattributed)", "75"), ("spring", "2000.5"), ("summer", "40")]),
-    # USD: dave's two 25 (summer/banner), the anonymous 9.99; never added to the euros.
-    ChartCase(TURNOVER, [("(unattributed)", "9.99"), ("summer", "50")], {"currency": "USD"}, "usd"),
+    # Net. EUR: spring = alice 120 + 80.50, bob 1500, erin 300; summer = carol 40 (attributed
+    # from her stored click); unattributed = the anonymous 15 (refunded in full) and frank's
+    # 60 (no click).
+    ChartCase(TURNOVER, [("(unattributed)", "60"), ("spring", "2000.5"), ("summer", "40")]),
+    # USD: dave's two 25 (summer/banner) less the 10 refunded, the anonymous 9.99; never added
+    # to the euros.
+    ChartCase(TURNOVER, [("(unattributed)", "9.99"), ("summer", "40")], {"currency": "USD"}, "usd"),
     ChartCase(TURNOVER, [], {"from": TOMORROW}, "outside_the_time_range"),
-    # o-1 twice (a refreshed page) is one purchase.
-    ChartCase(PURCHASES, [("(unattributed)", "2"), ("spring", "4"), ("summer", "1")]),
+    # o-1 twice (a refreshed page) is one purchase; o-9, refunded in full, is none.
+    ChartCase(PURCHASES, [("(unattributed)", "1"), ("spring", "4"), ("summer", "1")]),
     ChartCase(
         TOP_LINKS, [("spring/footer", "1500"), ("spring/hero", "500.5"), ("summer/hero", "40")]
     ),
@@ -158,6 +160,10 @@ CHART_CASES = [
         {"low": "50"},
         "low_50",
     ),
+    # rf-1 (all of o-9) counts once though sent twice; rf-3 (no such order) and rf-4 (more
+    # than is left of o-6) are rejected.
+    ChartCase(REFUNDS, [("(unattributed)", "15")]),
+    ChartCase(REFUNDS, [("summer", "10")], {"currency": "USD"}, "usd"),
     ChartCase(
         REJECTED,
         [
@@ -292,7 +298,7 @@ async def test_dashboard_page_draws_every_chart_in_a_real_browser(
     png = tmp_path / "dashboard.png"
     await asyncio.to_thread(screenshot, url, png)
     with Image.open(png) as image:
-        assert image.size == (1200, 1500)
+        assert image.size == (1200, 1750)
         assert len(image.convert("RGB").getcolors(maxcolors=1 << 20) or []) > 50  # not blank
     keep = os.environ.get("TRACKER_DASHBOARD_PNG")
     if keep:
