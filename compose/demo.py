@@ -133,29 +133,25 @@ def pixel(target: Target, query: str, cookie: str = "") -> None:
 
 
 def api_sale(target: Target, sale: dict[str, str]) -> None:
-    request = urllib.request.Request(  # noqa: S310 - our own URL
-        f"{target.edge}/v1/sales",
-        data=orjson.dumps(sale),
-        headers={"Authorization": f"Bearer {target.api_key}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - our own URL
-        answer = orjson.loads(response.read())
-    if answer.get("accepted") != 1:
-        raise DemoError(f"the API did not accept {sale}: {answer}")
+    _api_post(target, "/v1/sales", sale)
 
 
 def api_refund(target: Target, refund: dict[str, str]) -> None:
     """A refund through ``POST /v1/refunds`` (well formed: whether it counts is the
     projector's decision, in ``refunds_calls``)."""
+    _api_post(target, "/v1/refunds", refund)
+
+
+def _api_post(target: Target, path: str, item: dict[str, str]) -> None:
     request = urllib.request.Request(  # noqa: S310 - our own URL
-        f"{target.edge}/v1/refunds",
-        data=orjson.dumps(refund),
+        f"{target.edge}{path}",
+        data=orjson.dumps(item),
         headers={"Authorization": f"Bearer {target.api_key}", "Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - our own URL
         answer = orjson.loads(response.read())
     if answer.get("accepted") != 1:
-        raise DemoError(f"the API did not accept {refund}: {answer}")
+        raise DemoError(f"the API did not accept {item}: {answer}")
 
 
 def wait_until(target: Target, sql: str, done: str, what: str, timeout: float) -> None:

@@ -23,6 +23,7 @@ from aiohttp.streams import StreamReader
 
 from ingest.handler_errors import handler_failed
 from ingest.ids import new_event_id
+from ingest.metrics import EdgeMetrics
 from ingest.privacy import request_client_hash
 from ingest.state import METRICS, PUBLISHER, REGISTRY, SETTINGS
 from schemas.raw import SaleRequest, encode_raw, kafka_key
@@ -190,7 +191,6 @@ async def _report_sales(request: web.Request) -> web.Response:
     received_at_ms = time.time_ns() // 1_000_000
     hashed = request_client_hash(request, settings)
     results: list[dict[str, object]] = []
-    accepted = 0
     for index, item in enumerate(items):
         values, problem, message = item_values(item, universe)
         # The answer needs today's rules at once (the same module the projector reads the
@@ -206,20 +206,36 @@ async def _report_sales(request: web.Request) -> web.Response:
         )  # fmt: skip
         key = kafka_key(values.get("universe", universe), values.get("id") or event_id)
         app[PUBLISHER].publish(settings.kafka.topics.sales, key, encode_raw(raw))
-        if call.status == "accepted":
-            accepted += 1
-            results.append({"index": index, "status": "accepted", "event_id": call.event_id})
-        else:
-            metrics.rejects.labels(call.reason).inc()
-            results.append(
-                {"index": index, "status": "rejected", "reason": call.reason,
-                 "message": message or reason_message(call.reason)}
-            )  # fmt: skip
-    status = 202 if accepted else 400
-    metrics.requests.labels("api", "accepted" if accepted else "rejected").inc()
+        results.append(
+            item_result(
+                metrics, index, event_id, status=call.status, reason=call.reason, message=message
+            )
+        )
+    return items_answer(metrics, "api", results)
+
+
+def item_result(
+    metrics: EdgeMetrics, index: int, event_id: str, *, status: str, reason: str, message: str
+) -> dict[str, object]:
+    """One item's entry in the API's answer (a rejected one is counted by reason)."""
+    if status == "accepted":
+        return {"index": index, "status": "accepted", "event_id": event_id}
+    metrics.rejects.labels(reason).inc()
+    return {
+        "index": index, "status": "rejected", "reason": reason,
+        "message": message or reason_message(reason),
+    }  # fmt: skip
+
+
+def items_answer(
+    metrics: EdgeMetrics, endpoint: str, results: list[dict[str, object]]
+) -> web.Response:
+    """202 with every item's result when one was accepted, else 400."""
+    accepted = sum(1 for r in results if r["status"] == "accepted")
+    metrics.requests.labels(endpoint, "accepted" if accepted else "rejected").inc()
     return web.json_response(
-        {"accepted": accepted, "rejected": len(items) - accepted, "results": results},
-        status=status, dumps=_dumps,
+        {"accepted": accepted, "rejected": len(results) - accepted, "results": results},
+        status=202 if accepted else 400, dumps=_dumps,
     )  # fmt: skip
 
 

@@ -14,14 +14,13 @@ import time
 
 from aiohttp import web
 
-from ingest.api import _dumps, authorized_items, error, item_values
+from ingest.api import authorized_items, error, item_result, item_values, items_answer
 from ingest.handler_errors import handler_failed
 from ingest.ids import new_event_id
 from ingest.privacy import request_client_hash
 from ingest.state import METRICS, PUBLISHER, SETTINGS
 from schemas.raw import RefundRequest, encode_raw, kafka_key
 from schemas.refunds import REFUND_FIELDS, read_refund
-from schemas.rules import reason_message
 
 ENDPOINT = "refunds"
 
@@ -47,7 +46,6 @@ async def _report_refunds(request: web.Request) -> web.Response:
     received_at_ms = time.time_ns() // 1_000_000
     hashed = request_client_hash(request, settings)
     results: list[dict[str, object]] = []
-    accepted = 0
     for index, item in enumerate(items):
         values, problem, message = item_values(item, universe, REFUND_FIELDS)
         raw = RefundRequest(
@@ -58,17 +56,14 @@ async def _report_refunds(request: web.Request) -> web.Response:
         # The sale's key: a refund without a transaction id is its own (rejected) record.
         key = kafka_key(values.get("universe", universe), values.get("id") or raw.event_id)
         app[PUBLISHER].publish(settings.kafka.topics.sales, key, encode_raw(raw))
-        if refund.status == "accepted":
-            accepted += 1
-            results.append({"index": index, "status": "accepted", "event_id": raw.event_id})
-        else:
-            metrics.rejects.labels(refund.reason).inc()
-            results.append(
-                {"index": index, "status": "rejected", "reason": refund.reason,
-                 "message": message or reason_message(refund.reason)}
-            )  # fmt: skip
-    metrics.requests.labels(ENDPOINT, "accepted" if accepted else "rejected").inc()
-    return web.json_response(
-        {"accepted": accepted, "rejected": len(items) - accepted, "results": results},
-        status=202 if accepted else 400, dumps=_dumps,
-    )  # fmt: skip
+        results.append(
+            item_result(
+                metrics,
+                index,
+                raw.event_id,
+                status=refund.status,
+                reason=refund.reason,
+                message=message,
+            )
+        )
+    return items_answer(metrics, ENDPOINT, results)

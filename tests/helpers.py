@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import parse_qsl
@@ -301,3 +302,17 @@ def universes_ok(env: dict[str, str], *args: str) -> list[str]:
     result = universes(env, *args)
     assert (result.returncode, result.stderr) == (0, ""), result
     return result.stdout.splitlines()
+
+
+def cells(row: list[str]) -> list[object]:
+    """A row as comparable values: numbers as decimals, empty cells dropped (as the README and
+    docs/analysts.md show them)."""
+    out: list[object] = []
+    for cell in row:
+        if not cell:
+            continue
+        try:
+            out.append(Decimal(cell))
+        except InvalidOperation:
+            out.append(cell)
+    return out

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 
 import clickhouse_connect
@@ -30,7 +30,7 @@ from compose.demo import Target
 from compose.environment import service_environment
 from compose.lz_string import compress_to_encoded_uri_component
 from compose.processes import free_port
-from helpers import running_edge, running_projector
+from helpers import cells, running_edge, running_projector
 from ingest.settings import EdgeSettings
 from projector.settings import ProjectorSettings
 
@@ -99,19 +99,6 @@ async def scenario(
         client = await clickhouse_connect.get_async_client(dsn=services.clickhouse_url)
         await client.command(f"DROP DATABASE IF EXISTS {database}")
         await client.close()
-
-
-def cells(row: list[str]) -> list[object]:
-    """A row as comparable values: numbers as decimals, empty cells dropped (as the docs)."""
-    out: list[object] = []
-    for cell in row:
-        if not cell:
-            continue
-        try:
-            out.append(Decimal(cell))
-        except InvalidOperation:
-            out.append(cell)
-    return out
 
 
 # ---------------------------------------------------------------------------------------

@@ -10,10 +10,11 @@ import sys
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 
 from chaos.stack import LocalStack
+from helpers import cells
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,19 +37,6 @@ def readme_examples() -> list[tuple[str, list[list[str]]]]:
                 examples.append((" ".join(sql).rstrip(";"), []))
                 sql = []
     return examples
-
-
-def cells(row: list[str]) -> list[object]:
-    """A row as comparable values: numbers as decimals, empty cells dropped (as the README)."""
-    out: list[object] = []
-    for cell in row:
-        if not cell:
-            continue
-        try:
-            out.append(Decimal(cell))
-        except InvalidOperation:
-            out.append(cell)
-    return out
 
 
 def follow(link: str) -> int:
