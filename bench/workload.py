@@ -7,12 +7,13 @@ Two deterministic generators: :func:`generate`, the projector benchmark's large 
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 from urllib.parse import urlencode
+
+import msgspec
 
 from schemas.amount import canonical
 from schemas.events import Click, ClickContext, SaleCall
@@ -130,7 +131,9 @@ def generate(
 
 
 def _repeat(call: SaleCall, event_id: str) -> SaleCall:
-    return dataclasses.replace(call, event_id=event_id, received_at_ms=call.received_at_ms + 1000)
+    return msgspec.structs.replace(
+        call, event_id=event_id, received_at_ms=call.received_at_ms + 1000
+    )
 
 
 # -- the tests' log ----------------------------------------------------------------------------
@@ -198,7 +201,7 @@ def as_published(calls: list[SaleCall], window_ms: int = WINDOW_MS) -> list[Sale
         age = call.received_at_ms - call.clicked_at_ms
         verified = not call.clicked_at_ms or -300_000 <= age <= window_ms
         out.append(
-            call if verified else dataclasses.replace(
+            call if verified else msgspec.structs.replace(
                 call, click_id="", campaign_id="", link_id="", product="",
                 click_customer_id="", clicked_at_ms=0,
             )

@@ -10,16 +10,17 @@ click's event id, so the same log always gives the same answer.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Final
+
+import msgspec
 
 from schemas.events import ClickContext, SaleCall
 
 DAY_MS: Final = 86_400_000
 
 
-@dataclass(frozen=True, slots=True)
-class Attribution:
+class Attribution(msgspec.Struct, frozen=True):
+    # A Struct, like the events: built once per event, ten times cheaper than a frozen dataclass.
     customer_id: str
     campaign_id: str = ""
     link_id: str = ""

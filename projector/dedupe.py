@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Final, Literal
+
+import msgspec
 
 from schemas.events import SaleCall
 
@@ -20,8 +21,8 @@ Status = Literal["counted", "duplicate", "rejected"]
 DedupeKey = tuple[str, str, str]
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(msgspec.Struct, frozen=True):
+    # A Struct, like the events: built once per event, ten times cheaper than a frozen dataclass.
     status: Status
     reason: str
 

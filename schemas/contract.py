@@ -10,7 +10,6 @@ file is not what the types give (the tests run it).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import inspect
 import json
 import sys
@@ -229,12 +228,12 @@ DESCRIPTIONS: Final[dict[EventType, dict[str, str]]] = {
 
 
 def version_of(cls: EventType) -> int:
-    """The ``v`` an event of this type carries: a Struct's tag, a dataclass's default."""
-    if issubclass(cls, msgspec.Struct):
-        tag = cls.__struct_config__.tag
+    """The ``v`` an event of this type carries: its tag, or its ``v`` field's default."""
+    tag = cls.__struct_config__.tag
+    if tag is not None:
         assert isinstance(tag, int)
         return tag
-    [v] = [f.default for f in dataclasses.fields(cls) if f.name == "v"]
+    [v] = [f.default for f in msgspec.structs.fields(cls) if f.name == "v"]
     assert isinstance(v, int)
     return v
 

@@ -10,7 +10,7 @@ import dataclasses
 import re
 from collections.abc import Callable
 from typing import Final
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
 from schemas.amount import MAX_AMOUNT, MAX_DECIMALS, AmountError, canonical, parse_amount
 from schemas.events import ClickContext, SaleCall, SaleSource
@@ -82,17 +82,25 @@ CURRENCY: Final = re.compile(r"[A-Z]{3}")
 _FIELDS: Final = ("universe", "amount", "id", "customer", "click", "currency")
 
 
-def _split(query: str) -> list[tuple[str, str]]:
-    """``parse_qsl``'s answer for a query without escapes (no ``%``, no ``+``).
+def split_query(query: str) -> list[tuple[str, str]]:
+    """``parse_qsl(query, keep_blank_values=True, errors="strict")``'s answer, at half the cost.
 
-    The pixel's usual query is plain ASCII: splitting it directly is 4x faster than
-    ``parse_qsl``, which stays the one parser for everything else. A test proves the two
-    agree on every query this path takes.
+    parse_qsl unquotes every name and value; here only those that hold an escape or a ``+``
+    are, with the same function. Invalid UTF-8 in an escape raises UnicodeDecodeError, as
+    there. A property test holds the two to the same answer on any query.
     """
     pairs = []
     for field in query.split("&"):
         if field:
             name, _, value = field.partition("=")
+            if "+" in name:
+                name = name.replace("+", " ")
+            if "%" in name:
+                name = unquote(name, errors="strict")
+            if "+" in value:
+                value = value.replace("+", " ")
+            if "%" in value:
+                value = unquote(value, errors="strict")
             pairs.append((name, value))
     return pairs
 
@@ -108,15 +116,10 @@ def parse_query(query: str) -> tuple[dict[str, str], str]:
     if not query.isascii() and not is_unicode(query):
         # Raw bytes that are not UTF-8 arrive surrogate-escaped; kept, they could not be encoded.
         return {}, Reason.INVALID_UTF8
-    if "%" not in query and "+" not in query:
-        pairs = _split(query)
-    else:
-        try:
-            pairs = parse_qsl(
-                query, keep_blank_values=True, errors="strict", max_num_fields=MAX_QUERY_FIELDS
-            )
-        except UnicodeDecodeError:
-            return {}, Reason.INVALID_UTF8
+    try:
+        pairs = split_query(query)
+    except UnicodeDecodeError:
+        return {}, Reason.INVALID_UTF8
     values: dict[str, str] = {}
     problem = ""
     for name, value in pairs:
@@ -269,12 +272,15 @@ def _first_problem(  # noqa: PLR0911 - one early return per rule reads best
 # -- tracked links ---------------------------------------------------------------------------
 
 _LINK_FIELDS: Final = {"u", "c", "k", "l", "p", "url", "s"}
+_LINK_MAX_FIELDS: Final = 32
 
 
 def parse_link(query: str, rules: Rules = DEFAULT_RULES) -> tuple[Link, str]:
     """The link and signature a click URL carries; raise SignatureError with the reason."""
     try:
-        pairs = parse_qsl(query, keep_blank_values=True, errors="strict", max_num_fields=32)
+        if query.count("&") >= _LINK_MAX_FIELDS:
+            raise ValueError("too many fields")
+        pairs = split_query(query)
     except (UnicodeDecodeError, ValueError):
         raise SignatureError("link_malformed") from None
     values: dict[str, str] = {}

@@ -10,10 +10,11 @@ from __future__ import annotations
 import base64
 import functools
 import hmac
-from dataclasses import dataclass
+import re
 from typing import Final
 from urllib.parse import urlencode, urlsplit
 
+import msgspec
 import orjson
 
 from schemas.events import ClickContext
@@ -21,6 +22,9 @@ from schemas.unicode import is_unicode
 
 SIGNATURE_CHARS: Final = 22  # 128 bits of the HMAC, base64url
 MAX_TARGET_LENGTH: Final = 2048
+# Controls, space and DEL: one regex search instead of a Python loop over every character
+# (that loop was the largest cost of reading a click in the projector).
+_CONTROL_OR_SPACE: Final = re.compile("[\x00-\x20\x7f]")
 
 
 class SignatureError(ValueError):
@@ -59,8 +63,8 @@ def _same_signature(expected: str, given: str) -> bool:
     return given.isascii() and hmac.compare_digest(expected.encode(), given.encode())
 
 
-@dataclass(frozen=True, slots=True)
-class Link:
+class Link(msgspec.Struct, frozen=True):
+    # A Struct, like the events: built once per event, ten times cheaper than a frozen dataclass.
     universe: str
     customer_id: str
     campaign_id: str
@@ -86,7 +90,7 @@ def safe_target(url: str) -> bool:
     """Only absolute http(s) URLs without control characters or user info may be redirected to."""
     if not url or len(url) > MAX_TARGET_LENGTH:
         return False
-    if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in url):
+    if _CONTROL_OR_SPACE.search(url):
         return False  # CR/LF would split the Location header; spaces are never valid
     # Browsers read a backslash as "/" in http(s) URLs: the host they reach could differ from ours.
     if "\\" in url or not is_unicode(url):

@@ -8,7 +8,6 @@ topic: ``schemas/universe_log.py``.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
 import re
@@ -227,13 +226,13 @@ def judge(call: SaleCall, registry: Registry) -> SaleCall:
         return _rejected(call, Reason.AMOUNT_ABOVE_LIMIT)
     if not call.currency and settings.currency:
         # Stored in the ledger row, so the rollups group the sale under it.
-        return dataclasses.replace(call, currency=settings.currency)
+        return msgspec.structs.replace(call, currency=settings.currency)
     return call
 
 
 def _rejected(call: SaleCall, reason: Reason) -> SaleCall:
     # As the call's own rules reject one: no canonical amount, no click context.
-    return dataclasses.replace(
+    return msgspec.structs.replace(
         call, status="rejected", reason=reason, amount="", campaign_id="", link_id="",
         product="", click_customer_id="", clicked_at_ms=0,
     )  # fmt: skip

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 from collections.abc import Callable
@@ -11,6 +10,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
+import msgspec
 import pytest
 from yarl import URL
 
@@ -28,7 +28,7 @@ TARGET = "https://shop.example/landing?utm=mail#offer"
 
 
 def tracked(settings: EdgeSettings, base: str, **changes: str) -> str:
-    link = dataclasses.replace(
+    link = msgspec.structs.replace(
         Link("demo", "alice", "spring", "hero", TARGET, "newsletter"), **changes
     )
     return link_url(base, settings.secret, link)

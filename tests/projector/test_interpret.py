@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import msgspec
 import pytest
 
@@ -287,7 +285,7 @@ def test_a_raw_click_that_does_not_verify_is_refused(query: str, reason: str) ->
 
 
 def test_link_rules_follow_the_rules_too() -> None:
-    long = dataclasses.replace(LINK, customer_id="c" * 200)
+    long = msgspec.structs.replace(LINK, customer_id="c" * 200)
     with pytest.raises(ClickRefused, match="link_bad_ids"):
         interpret_click(raw_click(long), secret=SECRET, rules=DEFAULT_RULES)
     click = interpret_click(raw_click(long), secret=SECRET, rules=Rules(id_max_length=256))
@@ -302,7 +300,7 @@ def test_messages_of_either_version_read_as_one_form() -> None:
     kwargs = {"secret": SECRET, "window_ms": WINDOW, "rules": DEFAULT_RULES}
     assert read_sale(encode(typed), **kwargs) == (typed, [])  # type: ignore[arg-type]
     raw = pixel("universe=demo&amount=10&id=t1")
-    assert read_sale(encode_raw(raw), **kwargs)[0] == dataclasses.replace(  # type: ignore[arg-type]
+    assert read_sale(encode_raw(raw), **kwargs)[0] == msgspec.structs.replace(  # type: ignore[arg-type]
         typed, client_hash="h"
     )
     click = interpret_click(raw_click(), secret=SECRET, rules=DEFAULT_RULES)

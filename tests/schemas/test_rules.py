@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas.events import decode_sale, encode
-from schemas.rules import RAW_KEEP, _split, parse_query, sale_call
+from schemas.rules import RAW_KEEP, parse_query, sale_call, split_query
 
 
 def call(query: str):  # type: ignore[no-untyped-def]
@@ -81,9 +81,46 @@ def test_any_query_string_maps_to_an_event_that_survives_the_wire(query: str) ->
     assert decode_sale(encode(c)) == c
 
 
-@given(st.text(st.one_of(st.sampled_from("&=;a1é"), st.characters(exclude_characters="%+"))))
-def test_the_fast_split_reads_unescaped_queries_exactly_as_parse_qsl(query: str) -> None:
-    assert _split(query) == parse_qsl(query, keep_blank_values=True)
+def _qsl(query: str) -> list[tuple[str, str]] | str:
+    try:
+        return parse_qsl(query, keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        return "invalid utf-8"
+
+
+def _split(query: str) -> list[tuple[str, str]] | str:
+    try:
+        return split_query(query)
+    except UnicodeDecodeError:
+        return "invalid utf-8"
+
+
+# Escapes of every kind: valid and invalid UTF-8 sequences, cut ones, "+", separators.
+_QUERY_PIECES = st.sampled_from(
+    [
+        "&",
+        "=",
+        "+",
+        "%",
+        "%2",
+        "%26",
+        "%3D",
+        "%2B",
+        "%C3%A9",
+        "%C3",
+        "%FF",
+        "%e9",
+        "a",
+        "1",
+        "é",
+        ";",
+    ]
+)
+
+
+@given(st.lists(st.one_of(_QUERY_PIECES, st.characters()), max_size=40).map("".join))
+def test_the_query_splitter_reads_any_query_exactly_as_parse_qsl(query: str) -> None:
+    assert _split(query) == _qsl(query)
 
 
 def test_at_most_64_parameters_are_read() -> None:

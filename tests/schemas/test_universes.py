@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-
+import msgspec
 import pytest
 
 from schemas.events import SaleCall
@@ -127,6 +126,6 @@ def test_a_registered_universe_applies_its_limit_and_currency() -> None:
     # A call its own rules rejected keeps its own reason.
     bad = call("universe=other&amount=x")
     assert judge(bad, r) == bad
-    assert dataclasses.replace(judge(call("universe=shop&amount=5"), r), currency="") == call(
+    assert msgspec.structs.replace(judge(call("universe=shop&amount=5"), r), currency="") == call(
         "universe=shop&amount=5"
     )
