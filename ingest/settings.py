@@ -76,7 +76,7 @@ class EdgeSettings:
             public_url=public_url.rstrip("/"),
             kafka=KafkaSettings.from_env(env),
             producer_compression=None if compression == "none" else compression,
-            producer_linger_ms=env.integer("TRACKER_KAFKA_LINGER_MS", 25, maximum=10_000),
+            producer_linger_ms=env.integer("TRACKER_KAFKA_LINGER_MS", 10, maximum=10_000),
             producer_batch_bytes=env.integer("TRACKER_KAFKA_BATCH_BYTES", 512 * 1024, minimum=1024),
             queue_max=env.integer("TRACKER_EDGE_QUEUE_MAX", 100_000, minimum=1),
             drain_timeout_s=env.integer("TRACKER_EDGE_DRAIN_TIMEOUT_S", 30, minimum=1),
