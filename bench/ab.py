@@ -5,9 +5,9 @@ Both arms rebuild the same produced log into a database of their own, in pairs w
 alternates (AB, BA, AB, ...), so a slow minute of the shared machine hits both. Each run is
 judged by CPU per event, the projector's (wait4) and ClickHouse's (/proc, counted until its
 merges of the run have finished: a setting that only defers merge work gains nothing), and
-shown with its wall-clock rate. Totals are checked against the oracle on every run. An arm's
-``--*-tree`` runs the projector of another source tree (an exported commit), so code changes
-are compared the same way as settings.
+shown with its wall-clock rate and the projector's peak RSS. Totals are checked against the
+oracle on every run. An arm's ``--*-tree`` runs the projector of another source tree (an
+exported commit), so code changes are compared the same way as settings.
 """
 
 from __future__ import annotations
@@ -80,8 +80,10 @@ def main() -> int:
             total = len(workload.clicks) + len(workload.calls)
             asyncio.run(produce(bootstrap, Topics(f"{prefix}."), workload))
             say(f"A: {arms['A'][0]} {arms['A'][1]}\nB: {arms['B'][0]} {arms['B'][1]}")
-            say(f"{total:,} events; arm, events/s, projector us/event, ClickHouse us/event")
-            found: dict[str, list[tuple[float, float, float]]] = {"A": [], "B": []}
+            say(
+                f"{total:,} events; arm, events/s, projector us/event, ClickHouse us/event, peak MiB"
+            )
+            found: dict[str, list[tuple[float, float, float, float]]] = {"A": [], "B": []}
             for pair in range(args.pairs):
                 for arm in ("A", "B") if pair % 2 == 0 else ("B", "A"):
                     overrides, tree = arms[arm]
@@ -102,13 +104,15 @@ def main() -> int:
                         total / run.seconds,
                         run.projector_cpu_s / total * 1e6,
                         clickhouse_cpu / total * 1e6,
+                        run.peak_kib / 1024,
                     )
                     found[arm].append(row)
-                    say(f"  {arm} {row[0]:9,.0f} {row[1]:7.1f} {row[2]:7.1f}")
+                    say(f"  {arm} {row[0]:9,.0f} {row[1]:7.1f} {row[2]:7.1f} {row[3]:7.0f}")
             for arm, rows in found.items():
                 medians = [statistics.median(column) for column in zip(*rows, strict=True)]
                 say(f"{arm} median: {medians[0]:,.0f} events/s, projector {medians[1]:.1f} "
-                    f"us/event, ClickHouse {medians[2]:.1f} us/event")  # fmt: skip
+                    f"us/event, ClickHouse {medians[2]:.1f} us/event, peak RSS "
+                    f"{medians[3]:.0f} MiB")  # fmt: skip
         finally:
             stack.stop()
     return 0
