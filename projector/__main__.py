@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import signal
 import sys
@@ -14,7 +13,7 @@ import sys
 import uvloop
 from aiohttp import web
 
-from projector import universes
+from projector import collector, universes
 from projector.accept import AcceptError, accept_log
 from projector.errors import ProjectorError
 from projector.http import create_app
@@ -97,11 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"configuration error: {e}", file=sys.stderr)
         return 2
-    # A batch allocates hundreds of thousands of short-lived objects: at the default gen-0
-    # threshold (700) the collector ran thousands of times per batch and walked the
-    # long-lived dedupe cache each time it reached the older generations.
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
+    collector.tune()  # before the first batch: see projector/collector.py
     try:
         if args.command == "rebuild":
             uvloop.run(

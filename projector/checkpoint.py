@@ -5,7 +5,6 @@ Runs while the next batch is fetched and projected (one write in flight, in orde
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import signal
@@ -14,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from aiokafka import TopicPartition
 
+from projector.collector import FullCollections
 from projector.lookups import Lookups
 from projector.metrics import ProjectorMetrics
 from projector.project import Projected
@@ -23,13 +23,6 @@ from projector.sink import ClickHouseSink
 from projector.store import Store
 
 logger = logging.getLogger(__name__)
-
-# clickhouse-connect's async insert leaves each insert's context, rows included, in reference
-# cycles. With the projector's raised collector thresholds (projector/__main__.py) they waited
-# for the rare full collections: a rebuild held about 150 MiB of written batches' rows
-# (tracemalloc, gc.DEBUG_SAVEALL). One full collection after a write, at most this often,
-# frees them.
-FULL_COLLECTION_INTERVAL_S = 5.0
 
 # Commits the offsets of written records (a live member of the group); None: nothing to
 # commit to (a rebuild has no group).
@@ -67,7 +60,7 @@ class Checkpoint:
         self._retrying = retrying
         self._commit = commit
         self._batches = 0
-        self._collected_at = time.monotonic()
+        self._collections = FullCollections()
 
     def sink(self, projected: Projected) -> ClickHouseSink:
         """The batch's rows, added to a sink of its generation's tables."""
@@ -90,16 +83,15 @@ class Checkpoint:
         self._fault("before-write")
         await self._retrying("write to ClickHouse", sink.flush)  # Step 1
         self._lookups.remember(projected.written.counted.items())  # Step 2
-        if time.monotonic() - self._collected_at >= FULL_COLLECTION_INTERVAL_S:
-            gc.collect()
-            self._collected_at = time.monotonic()
         self._metrics.batch_latency.observe(time.perf_counter() - started)
         self._fault("after-write")
         offsets = projected.written.next_offsets
-        if self._commit is None or not offsets:
-            return
-        await self._commit(offsets)  # Step 3
-        self._fault("after-commit")
+        if self._commit is not None and offsets:
+            await self._commit(offsets)  # Step 3
+            self._fault("after-commit")
+        # Last, outside the measured span and after the commit: the insert's leftovers in
+        # reference cycles (projector/collector.py). It pauses the loop, not the batch.
+        self._collections.after_write()
 
     def _fault(self, stage: str) -> None:
         s = self._settings
