@@ -4,6 +4,13 @@
 and nothing is spooled, otherwise to the on-disk spool, so that events reach Kafka in the
 order they were received. The sender (``ingest/sender.py``) takes from the queue and the
 spool and moves what it could not send back here; the spool's format is ``ingest/spool.py``.
+
+:meth:`Backlog.publish_later` queues what a call carried and the pure function that makes its
+message; the sender makes the messages of a whole batch in one loop, off the request path.
+The same calls cost a quarter less CPU that way (measured in README "Performance": a loop over
+one function stays in the CPU's caches, which a request's trip through aiohttp empties).
+Being pure, a function may run twice for one call (a batch that failed while being made is
+spooled from what the calls carried) and makes the same bytes both times.
 """
 
 from __future__ import annotations
@@ -12,8 +19,11 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any, TypeVar
 
+from ingest.handler_errors import handler_failed
 from ingest.message import Message
 from ingest.metrics import EdgeMetrics
 from ingest.settings import EdgeSettings
@@ -22,14 +32,24 @@ from ingest.spool import Record, Spool, SpoolFull
 # The publisher's log lines keep the logger they always had: logs are searched by it.
 logger = logging.getLogger("ingest.publisher")
 
+T = TypeVar("T")
+# A call queued by publish_later: the pure function that makes its message, what the call
+# carried, and the endpoint a failure of the function is counted under. A plain tuple, the
+# cheapest thing to build per call.
+Deferred = tuple[Callable[[Any], Message], Any, str]
+Entry = Message | Deferred
+# Between two steps of making a batch's messages the event loop serves requests: a batch made
+# in one go held answers back (p99 at 16 connections 2.1 -> 3.2 ms).
+MAKE_STEP = 16
+
 
 class Backlog:
     def __init__(self, settings: EdgeSettings, metrics: EdgeMetrics, spool_dir: Path) -> None:
         self._settings = settings
         self._metrics = metrics
-        self._queue: deque[Message] = deque()
+        self._queue: deque[Entry] = deque()
         # Taken from the queue, not yet acknowledged: spooled again if the task fails.
-        self._in_flight: list[Message] = []
+        self._in_flight: list[Entry] = []
         self._topics = frozenset(settings.kafka.topics.all())
         self._spool = Spool(
             spool_dir, max_bytes=settings.spool_max_bytes, on_damage=self._count_damage
@@ -42,11 +62,21 @@ class Backlog:
 
     def publish(self, topic: str, key: bytes, value: bytes) -> None:
         """Queue one message; never blocks, never raises."""
-        message = Message(topic, key, value)
+        self._append(Message(topic, key, value))
+
+    def publish_later(self, make: Callable[[T], Message], carried: T, *, endpoint: str) -> None:
+        """Queue a call whose message ``make(carried)`` makes later, off the request path.
+
+        ``make`` must be pure: it may run twice for one call. If it raises, the call is
+        counted and logged as a failure of ``endpoint``'s handler and not published.
+        """
+        self._append((make, carried, endpoint))
+
+    def _append(self, entry: Entry) -> None:
         if self._healthy and self._spool.empty() and len(self._queue) < self._settings.queue_max:
-            self._queue.append(message)
+            self._queue.append(entry)
         else:
-            self._spool_messages([message])
+            self._spool_messages(self._made([entry]))
         self._wakeup.set()
 
     # -- state for /readyz and /metrics --------------------------------------------------------
@@ -59,11 +89,38 @@ class Backlog:
     def spool_bytes(self) -> int:
         return self._spool.pending_bytes
 
+    # -- making messages -----------------------------------------------------------------------
+
+    def _made(self, entries: Iterable[Entry]) -> list[Message]:
+        """The entries' messages, in order; a call whose function fails is left out."""
+        messages = []
+        for entry in entries:
+            message = entry if isinstance(entry, Message) else self._make(entry)
+            if message is not None:
+                messages.append(message)
+        return messages
+
+    async def _made_in_steps(self, entries: list[Entry]) -> list[Message]:
+        """:meth:`_made`, letting the event loop serve requests every MAKE_STEP entries."""
+        messages = self._made(entries[:MAKE_STEP])
+        for start in range(MAKE_STEP, len(entries), MAKE_STEP):
+            await asyncio.sleep(0)
+            messages += self._made(entries[start : start + MAKE_STEP])
+        return messages
+
+    def _make(self, deferred: Deferred) -> Message | None:
+        make, carried, endpoint = deferred
+        try:
+            return make(carried)
+        except Exception as e:  # a bug: the call was answered, as when its handler fails
+            handler_failed(self._metrics, endpoint, e, "answered, not published")
+            return None
+
     # -- the spool -----------------------------------------------------------------------------
 
     def _spool_unsent(self) -> None:
         """Move the batch in flight and the queue, in this order, to the spool."""
-        unsent = self._in_flight + list(self._queue)
+        unsent = self._made(self._in_flight) + self._made(self._queue)
         self._in_flight = []
         self._queue.clear()
         if unsent:

@@ -4,6 +4,10 @@ The edge does not interpret the call (the projector does, with schemas/rules.py)
 the query string as sent, our own ``trk_*`` cookies, the receive time and the client hash,
 and reads only the universe and id, to key the event so that every call of one transaction
 lands in one partition. Every request gets the image at once, whatever it carried.
+
+The handler only reads what the call carried, stamps it (receive time, event id) and hands
+it to the publisher; :func:`call_message` makes the event later, a batch at a time, off the
+request path (``ingest/backlog.py`` says why).
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ from aiohttp import web
 from ingest.gif import GifResponse
 from ingest.handler_errors import handler_failed
 from ingest.ids import new_event_id
-from ingest.privacy import request_client_hash
+from ingest.message import Message
+from ingest.privacy import peer_client_hash
+from ingest.settings import EdgeSettings
 from ingest.state import METRICS, PUBLISHER, SETTINGS
 from schemas.raw import COOKIES_MAX, QUERY_MAX, SaleRequest, encode_raw, kafka_key
 from schemas.reasons import Reason
-from schemas.rules import COOKIE_PREFIX, parse_query
+from schemas.rules import COOKIE_PREFIX, key_fields
 from schemas.unicode import is_unicode
 
 
@@ -46,11 +52,18 @@ def our_cookies(header: str) -> str:
 def key_of(query: str, event_id: str) -> bytes:
     """The Kafka key: universe and transaction id as the projector will read them.
 
-    The same parser as the projector's, so any spelling of one universe and id (percent
-    encoding, parameter order) gives one key. A call without id is unique by its event id.
+    The projector's reading of the two (``key_fields``), so any spelling of one universe and
+    id (percent encoding, parameter order) gives one key. A call without id is unique by its
+    event id.
     """
-    values, _ = parse_query(query)
-    return kafka_key(values.get("universe", ""), values.get("id") or event_id)
+    universe, transaction_id = key_fields(query)
+    return kafka_key(universe, transaction_id or event_id)
+
+
+# What a pixel call carried, as read by the handler: settings, the request's path (query
+# included), its Cookie and X-Forwarded-For headers, the peer address, the receive time (epoch
+# ms) and the event id. A plain tuple: the cheapest thing to build per call.
+Carried = tuple[EdgeSettings, str, str, str | None, str | None, int, str]
 
 
 async def sale_pixel(request: web.Request) -> web.StreamResponse:
@@ -58,31 +71,34 @@ async def sale_pixel(request: web.Request) -> web.StreamResponse:
     # Silent mode: whatever went wrong, the merchant's page gets its image, and the failure is
     # counted and logged (rate-limited) instead of turning into a 500.
     try:
-        _publish_call(request)
+        app = request.app
+        headers = request.headers
+        carried: Carried = (
+            app[SETTINGS], request.raw_path, headers.get("Cookie", ""), request.remote,
+            headers.get("X-Forwarded-For"), time.time_ns() // 1_000_000, new_event_id(),
+        )  # fmt: skip
+        app[PUBLISHER].publish_later(call_message, carried, endpoint="sales")
+        app[METRICS].sales_published.inc()
     except Exception as e:
         handler_failed(request.app[METRICS], "sales", e, "answered the GIF")
     request.app[METRICS].pixel_seconds.observe(time.perf_counter() - started)
     return GifResponse()
 
 
-def _publish_call(request: web.Request) -> None:
-    app = request.app
-    settings = app[SETTINGS]
-    query = request.raw_path.partition("?")[2]
-    cookies = our_cookies(request.headers.get("Cookie", ""))
+def call_message(carried: Carried) -> Message:
+    """The event of a pixel call. Pure: the same call gives the same bytes."""
+    settings, path, cookie_header, peer, forwarded_for, received_at_ms, event_id = carried
+    query = path.partition("?")[2]
+    cookies = our_cookies(cookie_header)
     too_long = (
         "query" if len(query) > QUERY_MAX else "cookies" if len(cookies) > COOKIES_MAX else ""
     )
-    event_id = new_event_id()
     call = SaleRequest(
-        event_id=event_id, received_at_ms=time.time_ns() // 1_000_000, source="pixel",
+        event_id=event_id, received_at_ms=received_at_ms, source="pixel",
         query=query[:QUERY_MAX], cookies=cookies[:COOKIES_MAX], too_long=too_long,
-        client_hash=request_client_hash(request, settings),
+        client_hash=peer_client_hash(peer, forwarded_for, settings),
     )  # fmt: skip
-    app[PUBLISHER].publish(
-        settings.kafka.topics.sales, key_of(call.query, event_id), encode_raw(call)
-    )
-    app[METRICS].sales_published.inc()
+    return Message(settings.kafka.topics.sales, key_of(call.query, event_id), encode_raw(call))
 
 
 def publish_malformed_call(app: web.Application, request_line: bytes) -> None:

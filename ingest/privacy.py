@@ -31,10 +31,14 @@ def client_hash(secret: str, address: str) -> str:
 
 def request_client_hash(request: web.BaseRequest, settings: EdgeSettings) -> str:
     """The keyed hash of the caller's address."""
-    forwarded = request.headers.get("X-Forwarded-For")
-    if forwarded is not None and not forwarded.isascii():
+    return peer_client_hash(request.remote, request.headers.get("X-Forwarded-For"), settings)
+
+
+def peer_client_hash(peer: str | None, forwarded_for: str | None, settings: EdgeSettings) -> str:
+    """The keyed hash of the caller's address, from the peer and X-Forwarded-For as received."""
+    if forwarded_for is not None and not forwarded_for.isascii():
         # Header bytes that are not ASCII arrive surrogate-escaped: no address, and they could
         # not be hashed. Read as if the header were absent.
-        forwarded = None
-    address = client_address(request.remote, forwarded, settings.trusted_proxy_hops)
+        forwarded_for = None
+    address = client_address(peer, forwarded_for, settings.trusted_proxy_hops)
     return client_hash(settings.secret, address)

@@ -145,12 +145,12 @@ class Sender(Backlog):
                 batch = [self._queue.popleft() for _ in range(min(BATCH_MAX, len(self._queue)))]
                 self._metrics.queue_depth.set(len(self._queue))
                 self._in_flight = batch
-                failed = await self._send(batch)
+                failed = await self._send(await self._made_in_steps(batch))
                 self._in_flight = []
                 if failed:
                     # Keep the order: the failed ones first, then whatever arrived since.
                     self._healthy = False
-                    self._spool_messages(failed + list(self._queue))
+                    self._spool_messages(failed + self._made(self._queue))
                     self._queue.clear()
                     backoff = await self._back_off(backoff)
                 continue
@@ -209,16 +209,15 @@ class Sender(Backlog):
         except TimeoutError:
             logger.warning("no acknowledgement in %.0fs for %d events", SEND_TIMEOUT_S, len(batch))
             return batch
-        delivered: set[int] = set()
+        delivered: list[list[Message]] = []
         sent: dict[str, int] = {}
         for (chunk, _), result in zip(sends, results, strict=True):
             if not isinstance(result, BaseException):
-                delivered.update(id(m) for m in chunk)
+                delivered.append(chunk)
                 sent[chunk[0].topic] = sent.get(chunk[0].topic, 0) + len(chunk)
         for topic, count in sent.items():
             self._metrics.published.labels(topic).inc(count)
-        # In the order received: the spool replays them that way.
-        failed = [m for m in batch if id(m) not in delivered]
+        failed = [] if sum(sent.values()) == len(batch) else _undelivered(batch, delivered)
         if failed:
             logger.warning("%d of %d events failed to publish", len(failed), len(batch))
         self._metrics.publish_latency.observe(time.perf_counter() - started)
@@ -249,3 +248,10 @@ class Sender(Backlog):
                 known = partitions[m.topic] = sorted(await self._producer.partitions_for(m.topic))
             groups.setdefault((m.topic, partition_of(m.key, known)), []).append(m)
         return groups
+
+
+def _undelivered(batch: list[Message], delivered: list[list[Message]]) -> list[Message]:
+    """The messages of ``batch`` in no delivered chunk, in the order received (the spool
+    replays them that way). Only for a batch that partly failed: a whole one needs no look."""
+    done = {id(m) for chunk in delivered for m in chunk}
+    return [m for m in batch if id(m) not in done]

@@ -1,11 +1,11 @@
 from urllib.parse import parse_qsl, urlencode
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.events import decode_sale, encode
-from schemas.rules import RAW_KEEP, parse_query, sale_call, split_query
+from schemas.rules import RAW_KEEP, key_fields, parse_query, sale_call, split_query
 
 
 def call(query: str):  # type: ignore[no-untyped-def]
@@ -121,6 +121,43 @@ _QUERY_PIECES = st.sampled_from(
 @given(st.lists(st.one_of(_QUERY_PIECES, st.characters()), max_size=40).map("".join))
 def test_the_query_splitter_reads_any_query_exactly_as_parse_qsl(query: str) -> None:
     assert _split(query) == _qsl(query)
+
+
+def _parsed_key_fields(query: str) -> tuple[str, str]:
+    values, _ = parse_query(query)
+    return values.get("universe", ""), values.get("id", "")
+
+
+# Fields named as, inside or around the two the edge looks for, with and without a value,
+# between empty fields and stray separators.
+_KEY_NAMES = st.sampled_from(["universe", "id", "xid", "idx", "universe_", "", "amount", "id\n"])
+_KEY_FIELDS = st.builds(
+    "".join,
+    st.tuples(
+        st.one_of(_KEY_NAMES, st.lists(_QUERY_PIECES, max_size=3).map("".join)),
+        st.sampled_from(["", "=", "=="]),
+        st.lists(st.one_of(_QUERY_PIECES, st.characters()), max_size=4).map("".join),
+    ),
+)
+
+
+@settings(max_examples=1000)  # cheap, and a wrong field boundary hides in a narrow corner
+@given(st.lists(_KEY_FIELDS, max_size=8).map("&".join))
+def test_the_edge_reads_a_calls_universe_and_id_exactly_as_the_projector(query: str) -> None:
+    assert key_fields(query) == _parsed_key_fields(query)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "universe=u&amount=1&id=t", "id=t&universe=u", "id=t1&id=t2&universe=u&universe=v",
+        "xid=1&id=2", "universe&id=", "universe=a=b&id==", "&&universe=u&&", "id\n=1&id=2",
+        "id=1\n", "universe=%75&id=t%31", "universe=u+v&id=1", "universe=é&id=1",
+        "&".join(["a=1"] * 64) + "&universe=x&id=1", "",
+    ],
+)  # fmt: skip
+def test_the_edge_reads_universe_and_id_in_these_queries_as_the_projector(query: str) -> None:
+    assert key_fields(query) == _parsed_key_fields(query)
 
 
 def test_at_most_64_parameters_are_read() -> None:
