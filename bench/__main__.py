@@ -1,6 +1,7 @@
 """`python -m bench [--scale small|full]`: edge vs bare aiohttp, projector vs its limits,
 freshness and memory, on this machine, written to docs/benchmarks.md (+ a PNG plot); a
-smaller scale writes to .data/bench/ unless --out names a file.
+smaller scale writes to .data/bench/ unless --out names a file. `--only edge` re-runs the edge
+stage alone (`--rounds N` for more of its interleaved rounds), keeping the others' figures.
 
 Every figure is reported with a baseline measured in the same run: these machines are shared
 and noisy, so ratios are what to compare across runs. Speed goals are judged from the full
@@ -10,6 +11,7 @@ run only; the small scale only keeps this code working (the test suite runs it o
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import sys
@@ -38,8 +40,16 @@ def main() -> int:
         "--only", choices=STAGES, action="append",
         help="run only this stage (repeatable); the other stages' figures stay in the report",
     )  # fmt: skip
+    parser.add_argument(
+        "--rounds", type=int, default=None,
+        help="the edge stage's interleaved rounds per connection level (default: the scale's)",
+    )  # fmt: skip
     args = parser.parse_args()
     scale = SCALES[args.scale]
+    if args.rounds is not None:
+        if args.rounds < 1:
+            parser.error("--rounds must be at least 1")
+        scale = dataclasses.replace(scale, rounds=args.rounds)
     if args.out is None:
         folder = ROOT / "docs" if scale.name == "full" else ROOT / ".data" / "bench"
         args.out = folder / "benchmarks.md"

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import rounds
 from bench.scale import TARGETS, Scale
 
 
@@ -214,6 +215,28 @@ def _scale_out_section(s: dict[str, Any]) -> list[str]:
     ]
 
 
+def _edge_method(rows: list[dict[str, Any]]) -> str:
+    """How the edge table was measured, read from its rows (an older report's rows: one run
+    per target, one target after another)."""
+    if not rows or "per_round" not in rows[0]:
+        return ("Each target was measured in one wrk run per connection level, one target after "
+                "another; ratios compare runs minutes apart.")  # fmt: skip
+    first = rows[0]
+    n, seconds = len(first["per_round"]), first["per_round"][0]["duration_us"] / 1e6
+    warmup = first.get("warmup_seconds", 0)
+    return (
+        "Every target's server runs at once, each on its own port. Per connection level"
+        + (f", after a {warmup} s warm-up run per target (not counted)," if warmup else "")
+        + f" {n} interleaved round{'s' if n > 1 else ''}: each round runs wrk for {seconds:.0f} s "
+        "against every target in turn, in reverse order every other round, so the machine's "
+        "drift over minutes (10-30% on these VMs) hits each target alike. Figures are the "
+        f"median over the {n} round{'s' if n > 1 else ''} (req/s min-max: the slowest and "
+        "fastest round). Ratios are paired per round (the edge's run over the reference's run "
+        "of the same round, seconds apart): each cell is the median of the per-round ratios, "
+        "their min-max in brackets; the goal is judged on those medians."
+    )
+
+
 def write_report(results: Results, scale: Scale, out: Path, command: str) -> None:
     m = results.machine
     lines = [
@@ -223,17 +246,20 @@ def write_report(results: Results, scale: Scale, out: Path, command: str) -> Non
         f"Scale: {scale.name}." + (f" Stage {m['partial']} (`--only`)." if "partial" in m else ""),
         "",
         "## Edge vs a bare aiohttp app and nginx `empty_gif` (same GIF, same worker count)", "",
-        "With 1 worker the server is pinned to core 0 and wrk to core 1 (taskset); with 2 "
-        "workers the server needs both cores and wrk shares them. `baseline` answers with "
+        "With 1 worker the servers are pinned to core 0 and wrk to core 1 (taskset); with 2 "
+        "workers the servers need both cores and wrk shares them. `baseline` answers with "
         "aiohttp's `web.Response` (the goal is measured against it); `prebuilt` is the same "
         "bare app answering with the edge's `GifResponse` (cached bytes written to the "
         "transport), so edge/prebuilt is the cost of the edge's own work per call.", "",
-        "| target | workers | connections | req/s | p50 ms | p99 ms | p99.9 ms |",
-        "|---|---|---|---|---|---|---|",
+        _edge_method(results.edge), "",
+        "| target | workers | connections | req/s | req/s min-max | p50 ms | p99 ms | p99.9 ms |",
+        "|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for r in results.edge:
+        rps = [run["rps"] for run in rounds.per_round(r)]
+        spread = f"{min(rps):,.0f}-{max(rps):,.0f}" if len(rps) > 1 else "-"
         lines.append(
-            f"| {r['target']} | {r['workers']} | {r['connections']} | {r['rps']:,.0f} | "
+            f"| {r['target']} | {r['workers']} | {r['connections']} | {r['rps']:,.0f} | {spread} | "
             f"{r['p50'] / 1000:.2f} | {r['p99'] / 1000:.2f} | {r['p999'] / 1000:.2f} |"
         )
     lines += ["", "| workers | connections | edge/baseline req/s | edge/baseline p99 | goal met "
@@ -250,21 +276,22 @@ def write_report(results: Results, scale: Scale, out: Path, command: str) -> Non
 
         base, fastest, prebuilt = reference("baseline"), reference("nginx"), reference("prebuilt")
         assert base is not None
-        ratio, p99 = r["rps"] / base["rps"], r["p99"] / max(base["p99"], 1)
-        to_prebuilt = f"{r['rps'] / prebuilt['rps']:.2f}" if prebuilt else "-"
+        ratio, p99 = rounds.paired(r, base, "rps"), rounds.paired(r, base, "p99")
+        met = ratio.median >= 0.85 and p99.median <= 1.5
+        to_prebuilt = rounds.paired(r, prebuilt, "rps") if prebuilt else "-"
         to_nginx = (
-            f"{r['rps'] / fastest['rps']:.2f} | {r['p99'] / max(fastest['p99'], 1):.2f}"
+            f"{rounds.paired(r, fastest, 'rps')} | {rounds.paired(r, fastest, 'p99')}"
             if fastest
             else "- | -"
         )
-        lines.append(f"| {r['workers']} | {r['connections']} | {ratio:.2f} | {p99:.2f} | "
-                     f"{'yes' if ratio >= 0.85 and p99 <= 1.5 else 'no'} | {to_prebuilt} | "
-                     f"{to_nginx} |")  # fmt: skip
+        lines.append(f"| {r['workers']} | {r['connections']} | {ratio} | {p99} | "
+                     f"{'yes' if met else 'no'} | {to_prebuilt} | {to_nginx} |")  # fmt: skip
     for r in results.edge:
         if "published_total" in r:
             lines.append("")
             lines.append(f"Edge with {r['workers']} worker(s): {r['answered_total']:,} requests "
-                         f"answered, {r['published_total']:,} events in Kafka.")  # fmt: skip
+                         f"answered{' (warm-ups included)' if r.get('warmup_seconds') else ''}, "
+                         f"{r['published_total']:,} events in Kafka.")  # fmt: skip
     p = results.projector
     lines += [] if not p else [
         "", "## Projector", "",

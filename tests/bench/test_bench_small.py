@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.scale import SCALES
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -30,6 +32,9 @@ def test_the_small_benchmark_runs_end_to_end_and_checks_its_totals(tmp_path: Pat
     assert {(r["target"], r["workers"]) for r in data["edge"]} == {
         (t, w) for t in targets for w in (1, 2)
     }
+    # Each figure is a median of interleaved rounds, each ratio paired round by round.
+    assert all(len(r["per_round"]) == SCALES["small"].rounds for r in data["edge"])
+    assert "interleaved rounds" in report and "edge/baseline req/s" in report
     edges = [r for r in data["edge"] if "published_total" in r]
     assert all(r["published_total"] >= r["answered_total"] > 0 for r in edges)
     # Calls in flight when wrk stops are answered and counted after its tally.
