@@ -10,6 +10,7 @@ import pytest
 from ingest.backlog import MAKE_STEPS, Backlog, Entry
 from ingest.message import Message
 from ingest.metrics import EdgeMetrics
+from ingest.pixel import Carried, call_message
 from ingest.settings import EdgeSettings
 
 
@@ -49,3 +50,38 @@ async def test_a_batch_of_any_size_is_made_in_order_in_a_fixed_number_of_steps(
         "tracker_edge_handler_errors_total", {"endpoint": "sales"}
     )
     assert (errors or 0) == (1 if size > 13 else 0)
+
+
+def test_a_pixel_calls_event_made_twice_is_the_same_bytes(edge_settings: EdgeSettings) -> None:
+    # What lets a half-made batch be spooled from what its calls carried: nothing in the
+    # making may stamp, count or draw anything (the receive time and event id come with it).
+    carried: Carried = (
+        edge_settings, "/sales.php?universe=u&amount=1&id=t", "trk_u=v1.x; other=1",
+        "203.0.113.7", None, 1_700_000_000_000, "e1",
+    )  # fmt: skip
+    assert call_message(carried) == call_message(carried)
+
+
+async def test_a_batch_taken_but_not_sent_is_spooled_in_order_as_it_would_have_been_sent(
+    edge_settings: EdgeSettings, tmp_path: Path
+) -> None:
+    queue = Backlog(edge_settings, EdgeMetrics(), tmp_path)
+    calls: list[Carried] = [
+        (edge_settings, f"/sales.php?universe=u&amount=1&id=t{i}", "", "203.0.113.7", None,
+         1_700_000_000_000 + i, f"e{i}")
+        for i in range(10)
+    ]  # fmt: skip
+    entries: list[Entry] = [(call_message, carried, "sales") for carried in calls]
+    # Half the batch in flight (taken by the publishing task, made, not acknowledged), half
+    # still queued: the task fails, and both go to the spool, in flight first.
+    queue._in_flight = entries[:5]
+    sent = await queue._made_in_steps(queue._in_flight)
+    queue._queue.extend(entries[5:])
+    queue._spool_unsent()
+    try:
+        payloads, _ = queue._spool.read(100)
+    finally:
+        queue._spool.close()
+    spooled = [Message.unpack(p) for p in payloads]
+    assert spooled[:5] == sent
+    assert spooled == [call_message(carried) for carried in calls]
