@@ -10,17 +10,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ingest.api import MAX_BODY_BYTES, report_sales
 from ingest.click import follow_link
 from ingest.metrics import EdgeMetrics
-from ingest.pixel import publish_malformed_call, sale_pixel
+from ingest.pixel import SalePixel, publish_malformed_call
 from ingest.protocol import EdgeRunner, ProtocolEvents
 from ingest.publisher import Publisher
 from ingest.refunds import report_refunds
 from ingest.settings import EdgeSettings
-from ingest.state import METRICS, PUBLISHER, REGISTRY, SETTINGS
+from ingest.state import METRICS, PIXEL, PUBLISHER, REGISTRY, SETTINGS
 from ingest.universes import EdgeRegistry
 
 # aiohttp answers 400 itself to request lines over its limit; a pixel call must still get the
 # image, so the limit is raised far above any real tracking URL and values are bounded later.
 MAX_LINE_BYTES = 65536
+# The sale pixel's paths: the runner answers them past the router (ingest/protocol.py).
+PIXEL_PATHS = ("/sales.php", "/sales")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -71,8 +73,10 @@ def create_app(settings: EdgeSettings, *, worker: int = 0) -> web.Application:
     app[PUBLISHER] = publisher = Publisher(settings, edge_metrics, spool_dir)
     app[REGISTRY] = EdgeRegistry(settings)
     edge_metrics.report_readiness(publisher.unready_reason)
-    app.router.add_get("/sales.php", sale_pixel)
-    app.router.add_get("/sales", sale_pixel)
+    pixel = SalePixel(settings, publisher, edge_metrics)
+    app[PIXEL] = pixel.answer
+    for path in PIXEL_PATHS:
+        app.router.add_get(path, pixel.handle)
     app.router.add_get("/click", follow_link)
     app.router.add_post("/v1/sales", report_sales)
     app.router.add_post("/v1/refunds", report_refunds)
@@ -94,6 +98,7 @@ def create_runner(settings: EdgeSettings, *, worker: int = 0) -> web.AppRunner:
     return EdgeRunner(
         app,
         head_timeout_s=settings.header_timeout_s,
+        direct=dict.fromkeys(PIXEL_PATHS, app[PIXEL]),
         events=ProtocolEvents(
             app[METRICS].registry,
             on_malformed_pixel=lambda line: publish_malformed_call(app, line),

@@ -13,13 +13,16 @@ request path (``ingest/backlog.py`` says why).
 from __future__ import annotations
 
 import time
+from functools import partial
 
 from aiohttp import web
 
+from ingest.backlog import Backlog
 from ingest.gif import GifResponse
 from ingest.handler_errors import handler_failed
 from ingest.ids import new_event_id
 from ingest.message import Message
+from ingest.metrics import EdgeMetrics
 from ingest.privacy import peer_client_hash
 from ingest.settings import EdgeSettings
 from ingest.state import METRICS, PUBLISHER, SETTINGS
@@ -60,34 +63,55 @@ def key_of(query: str, event_id: str) -> bytes:
     return kafka_key(universe, transaction_id or event_id)
 
 
-# What a pixel call carried, as read by the handler: settings, the request's path (query
-# included), its Cookie and X-Forwarded-For headers, the peer address, the receive time (epoch
-# ms) and the event id. A plain tuple: the cheapest thing to build per call.
-Carried = tuple[EdgeSettings, str, str, str | None, str | None, int, str]
+# What a pixel call carried, as read by the handler: the request's path (query included), its
+# Cookie and X-Forwarded-For headers, the peer address, the receive time (epoch ms) and the
+# event id. A plain tuple: the cheapest thing to build per call.
+Carried = tuple[str, str, str | None, str | None, int, str]
 
 
-async def sale_pixel(request: web.Request) -> web.StreamResponse:
-    started = time.perf_counter()
-    # Silent mode: whatever went wrong, the merchant's page gets its image, and the failure is
-    # counted and logged (rate-limited) instead of turning into a 500.
-    try:
-        app = request.app
-        headers = request.headers
-        carried: Carried = (
-            app[SETTINGS], request.raw_path, headers.get("Cookie", ""), request.remote,
-            headers.get("X-Forwarded-For"), time.time_ns() // 1_000_000, new_event_id(),
-        )  # fmt: skip
-        app[PUBLISHER].publish_later(call_message, carried, endpoint="sales")
-        app[METRICS].sales_published.inc()
-    except Exception as e:
-        handler_failed(request.app[METRICS], "sales", e, "answered the GIF")
-    request.app[METRICS].pixel_seconds.observe(time.perf_counter() - started)
-    return GifResponse()
+class SalePixel:
+    """The pixel's handler, bound once to what every call uses: the publisher, the metrics
+    and the function that makes the event (with the settings it needs)."""
+
+    __slots__ = ("_make", "_metrics", "_publish_later", "_published", "_seconds")
+
+    def __init__(self, settings: EdgeSettings, publisher: Backlog, metrics: EdgeMetrics) -> None:
+        self._make = partial(call_message, settings)
+        self._publish_later = publisher.publish_later
+        self._metrics = metrics
+        self._published = metrics.sales_published
+        self._seconds = metrics.pixel_seconds
+
+    def answer(self, request: web.BaseRequest) -> GifResponse:
+        """Queue the call for publishing and answer the image; never raises.
+
+        A plain function, not a coroutine: the edge's runner calls it straight from the
+        connection for the pixel's paths (``ingest/protocol.py``), past aiohttp's router.
+        """
+        started = time.perf_counter()
+        # Silent mode: whatever went wrong, the merchant's page gets its image, and the
+        # failure is counted and logged (rate-limited) instead of turning into a 500.
+        try:
+            headers = request.headers
+            carried: Carried = (
+                request.raw_path, headers.get("Cookie", ""), request.remote,
+                headers.get("X-Forwarded-For"), time.time_ns() // 1_000_000, new_event_id(),
+            )  # fmt: skip
+            self._publish_later(self._make, carried, endpoint="sales")
+            self._published.inc()
+        except Exception as e:
+            handler_failed(self._metrics, "sales", e, "answered the GIF")
+        self._seconds.observe(time.perf_counter() - started)
+        return GifResponse()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """The route's handler, for the calls aiohttp's router dispatches."""
+        return self.answer(request)
 
 
-def call_message(carried: Carried) -> Message:
+def call_message(settings: EdgeSettings, carried: Carried) -> Message:
     """The event of a pixel call. Pure: the same call gives the same bytes."""
-    settings, path, cookie_header, peer, forwarded_for, received_at_ms, event_id = carried
+    path, cookie_header, peer, forwarded_for, received_at_ms, event_id = carried
     query = path.partition("?")[2]
     cookies = our_cookies(cookie_header)
     too_long = (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 
 from ingest.metrics import EdgeMetrics
@@ -13,3 +15,5 @@ SETTINGS = web.AppKey("settings", EdgeSettings)
 METRICS = web.AppKey("metrics", EdgeMetrics)
 PUBLISHER = web.AppKey("publisher", Publisher)
 REGISTRY = web.AppKey("registry", EdgeRegistry)
+# The sale pixel's answer (ingest/pixel.py), which the runner calls past the router.
+PIXEL = web.AppKey[Callable[[web.BaseRequest], web.StreamResponse]]("pixel")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -56,10 +57,10 @@ def test_a_pixel_calls_event_made_twice_is_the_same_bytes(edge_settings: EdgeSet
     # What lets a half-made batch be spooled from what its calls carried: nothing in the
     # making may stamp, count or draw anything (the receive time and event id come with it).
     carried: Carried = (
-        edge_settings, "/sales.php?universe=u&amount=1&id=t", "trk_u=v1.x; other=1",
+        "/sales.php?universe=u&amount=1&id=t", "trk_u=v1.x; other=1",
         "203.0.113.7", None, 1_700_000_000_000, "e1",
     )  # fmt: skip
-    assert call_message(carried) == call_message(carried)
+    assert call_message(edge_settings, carried) == call_message(edge_settings, carried)
 
 
 async def test_a_batch_taken_but_not_sent_is_spooled_in_order_as_it_would_have_been_sent(
@@ -67,11 +68,12 @@ async def test_a_batch_taken_but_not_sent_is_spooled_in_order_as_it_would_have_b
 ) -> None:
     queue = Backlog(edge_settings, EdgeMetrics(), tmp_path)
     calls: list[Carried] = [
-        (edge_settings, f"/sales.php?universe=u&amount=1&id=t{i}", "", "203.0.113.7", None,
+        (f"/sales.php?universe=u&amount=1&id=t{i}", "", "203.0.113.7", None,
          1_700_000_000_000 + i, f"e{i}")
         for i in range(10)
     ]  # fmt: skip
-    entries: list[Entry] = [(call_message, carried, "sales") for carried in calls]
+    make = partial(call_message, edge_settings)
+    entries: list[Entry] = [(make, carried, "sales") for carried in calls]
     # Half the batch in flight (taken by the publishing task, made, not acknowledged), half
     # still queued: the task fails, and both go to the spool, in flight first.
     queue._in_flight = entries[:5]
@@ -84,4 +86,4 @@ async def test_a_batch_taken_but_not_sent_is_spooled_in_order_as_it_would_have_b
         queue._spool.close()
     spooled = [Message.unpack(p) for p in payloads]
     assert spooled[:5] == sent
-    assert spooled == [call_message(carried) for carried in calls]
+    assert spooled == [make(carried) for carried in calls]

@@ -230,3 +230,29 @@ async def test_every_spelling_of_one_transaction_gets_one_key_and_only_our_cooki
     assert len({r.partition for r in records}) == 1
     raws = [decode_sale_request(r.value) for r in records]
     assert {raw and raw.cookies for raw in raws} == {"trk_demo=tok.sig; trk_shop_b=t2.s"}
+
+
+async def test_the_pixel_answers_alike_past_the_router_and_through_it(
+    edge_settings: EdgeSettings, edge: Edge
+) -> None:
+    # The runner answers GET and HEAD of the pixel's exact paths itself (ingest/protocol.py);
+    # another spelling of the path goes through aiohttp's router to the same handler, and
+    # what the pixel does not answer stays the router's (405, 404), published nowhere.
+    query = "?universe=demo&amount=1&id="
+    direct = await get(edge.session, edge.base + "/sales.php" + query + "d1")
+    routed = await get(edge.session, edge.base + "/sales%2Ephp" + query + "r1")
+    routed_head = await get(edge.session, edge.base + "/%73ales" + query + "r2", "HEAD")
+    for response in (direct, routed, routed_head):
+        assert_pixel(response)
+    assert {k: v for k, v in direct.headers.items() if k != "Date"} == {
+        k: v for k, v in routed.headers.items() if k != "Date"
+    }
+    assert (await get(edge.session, edge.base + "/sales.php" + query + "p1", "POST")).status == 405
+    assert (await get(edge.session, edge.base + "/sales.php/" + query + "s1")).status == 404
+    records = await read_topic(
+        edge_settings.kafka.bootstrap[0], edge_settings.kafka.topics.sales, 3
+    )
+    calls = sorted(sales_as_read(records, edge_settings.secret), key=lambda c: c.transaction_id)
+    assert [(c.transaction_id, c.status, c.amount) for c in calls] == [
+        ("d1", "accepted", "1"), ("r1", "accepted", "1"), ("r2", "accepted", "1"),
+    ]  # fmt: skip
