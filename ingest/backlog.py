@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,11 +39,12 @@ T = TypeVar("T")
 # cheapest thing to build per call.
 Deferred = tuple[Callable[[Any], Message], Any, str]
 Entry = Message | Deferred
-# A batch's messages are made in this many steps, the event loop serving requests between
-# two: made in one go, a batch held answers back (p99 at 16 connections 1.8 -> 2.9 ms). Steps
-# of a fixed size fell behind: with 64 connections or more, each pause lets a loop iteration
-# take that many new calls, more than a step of 16 makes, so the queue grew (peak RSS 55 ->
-# 104 MiB, p99 up to 13 ms). A fixed number of steps keeps up with any rate.
+# A batch's messages are made (and the sender appends them to record batches) in this many
+# steps, the event loop serving requests between two: made in one go, a batch held answers
+# back (p99 at 16 connections 1.8 -> 2.9 ms). Steps of a fixed size fell behind: with 64
+# connections or more, each pause lets a loop iteration take that many new calls, more than a
+# step of 16 makes, so the queue grew (peak RSS 55 -> 104 MiB, p99 up to 13 ms). A fixed
+# number of steps keeps up with any rate.
 MAKE_STEPS = 4
 
 
@@ -104,14 +105,17 @@ class Backlog:
                 messages.append(message)
         return messages
 
-    async def _made_in_steps(self, entries: list[Entry]) -> list[Message]:
-        """:meth:`_made` in MAKE_STEPS steps, letting the event loop serve requests between."""
+    async def _made_in_steps(
+        self, entries: Sequence[Entry]
+    ) -> AsyncIterator[tuple[int, list[Message]]]:
+        """:meth:`_made` in MAKE_STEPS steps: each step's messages and the index of the entry
+        after it. The event loop serves requests between two steps (the consumer's work on a
+        step included)."""
         step = max(1, -(-len(entries) // MAKE_STEPS))
-        messages = self._made(entries[:step])
-        for start in range(step, len(entries), step):
-            await asyncio.sleep(0)
-            messages += self._made(entries[start : start + step])
-        return messages
+        for start in range(0, len(entries), step):
+            if start:
+                await asyncio.sleep(0)
+            yield min(start + step, len(entries)), self._made(entries[start : start + step])
 
     def _make(self, deferred: Deferred) -> Message | None:
         make, carried, endpoint = deferred

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from functools import partial
 from pathlib import Path
 
 import pytest
 
+from helpers import eventually, read_topic
 from ingest.backlog import MAKE_STEPS, Backlog, Entry
 from ingest.message import Message
 from ingest.metrics import EdgeMetrics
 from ingest.pixel import Carried, call_message
+from ingest.publisher import Publisher
 from ingest.settings import EdgeSettings
 
 
@@ -42,10 +45,17 @@ async def test_a_batch_of_any_size_is_made_in_order_in_a_fixed_number_of_steps(
     entries: list[Entry] = [
         numbered(i) if i % 3 == 0 else (numbered, i, "sales") for i in range(size)
     ]
-    made = await queue._made_in_steps(entries)
+    made: list[Message] = []
+    ends = []
+    async for end, messages in queue._made_in_steps(entries):
+        made += messages
+        ends.append(end)
     monkeypatch.undo()
     assert pauses == min(size, MAKE_STEPS) - 1
     assert [m.value for m in made] == [str(i).encode() for i in range(size) if i != 13]
+    # Where each step ends: what a failure after it makes again for the spool.
+    assert ends[-1] == size
+    assert ends == sorted(set(ends))
     # The one that failed is counted as its endpoint's handler error, not published.
     errors = metrics.registry.get_sample_value(
         "tracker_edge_handler_errors_total", {"endpoint": "sales"}
@@ -77,7 +87,7 @@ async def test_a_batch_taken_but_not_sent_is_spooled_in_order_as_it_would_have_b
     # Half the batch in flight (taken by the publishing task, made, not acknowledged), half
     # still queued: the task fails, and both go to the spool, in flight first.
     queue._in_flight = entries[:5]
-    sent = await queue._made_in_steps(queue._in_flight)
+    sent = [m async for _, step in queue._made_in_steps(queue._in_flight) for m in step]
     queue._queue.extend(entries[5:])
     queue._spool_unsent()
     try:
@@ -87,3 +97,31 @@ async def test_a_batch_taken_but_not_sent_is_spooled_in_order_as_it_would_have_b
     spooled = [Message.unpack(p) for p in payloads]
     assert spooled[:5] == sent
     assert spooled == [make(carried) for carried in calls]
+
+
+async def test_a_batch_larger_than_a_record_batch_reaches_each_partition_in_the_order_received(
+    edge_settings: EdgeSettings, tmp_path: Path
+) -> None:
+    # The sender makes a batch's events and appends them to record batches in steps; with
+    # record batches of 1 KiB a batch of 600 fills dozens per partition, sent in one go.
+    settings = dataclasses.replace(edge_settings, producer_batch_bytes=1024)
+    publisher = Publisher(settings, EdgeMetrics(), tmp_path)
+    topic = settings.kafka.topics.sales
+    keys = [f"u\x1ft{n}".encode() for n in range(5)]
+    publisher.start()
+    try:
+        await eventually(lambda: asyncio.sleep(0, publisher.unready_reason()), lambda r: r is None)
+        for i in range(600):
+            key, value = keys[i % 5], f"{i:04}".encode() + b"x" * 100
+            if i % 4:  # most made by the publishing task, some made at once, one order
+                publisher.publish_later(
+                    lambda kv: Message(topic, *kv), (key, value), endpoint="sales"
+                )
+            else:
+                publisher.publish(topic, key, value)
+    finally:
+        await publisher.close()
+    records = await read_topic(settings.kafka.bootstrap[0], topic, 600)
+    for key in keys:
+        values = [r.value[:4] for r in records if r.key == key]
+        assert values == sorted(values) and len(values) == 120
