@@ -43,6 +43,7 @@ async def metrics(request: web.Request) -> web.Response:
     publisher = request.app[PUBLISHER]
     m.queue_depth.set(publisher.depth)
     m.spool_bytes.set(publisher.spool_bytes)
+    m.flush()
     return web.Response(
         body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )

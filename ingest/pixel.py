@@ -98,7 +98,7 @@ class SalePixel:
                 headers.get("X-Forwarded-For"), time.time_ns() // 1_000_000, new_event_id(),
             )  # fmt: skip
             self._publish_later(self._make, carried, endpoint="sales")
-            self._published.inc()
+            self._published.count += 1
         except Exception as e:
             handler_failed(self._metrics, "sales", e, "answered the GIF")
         self._seconds.observe(time.perf_counter() - started)
@@ -139,4 +139,4 @@ def publish_malformed_call(app: web.Application, request_line: bytes) -> None:
         problem=Reason.MALFORMED_REQUEST,
     )  # fmt: skip
     app[PUBLISHER].publish(settings.kafka.topics.sales, kafka_key("", event_id), encode_raw(call))
-    app[METRICS].sales_published.inc()
+    app[METRICS].sales_published.count += 1
