@@ -8,6 +8,7 @@ import logging
 
 import aiohttp
 import pytest
+from yarl import URL
 
 from helpers import eventually, read_topic, running_edge, sales_as_read, sample
 from ingest import handler_errors, pixel
@@ -191,3 +192,27 @@ async def test_an_unexpected_failure_still_answers_the_gif_counted_and_logged_on
     assert lines[0].exc_info is None
     assert "RuntimeError" in lines[0].getMessage()
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_failure_while_answering_still_gives_the_gif_on_both_ways_to_the_pixel(
+    edge_settings: EdgeSettings,
+    monkeypatch: pytest.MonkeyPatch,
+    one_warning_per_test: ThrottledLog,
+) -> None:
+    # A bug on the request path itself (not in the making of the event): the pixel answered
+    # past the router (its exact path) and through it (another spelling) still gives the image,
+    # the failure counted under the endpoint, instead of aiohttp's 500.
+    def broken() -> str:
+        raise RuntimeError("a bug while reading the call")
+
+    monkeypatch.setattr(pixel, "new_event_id", broken)
+    async with running_edge(edge_settings) as base, aiohttp.ClientSession() as session:
+        for path in ("/sales.php", "/sales%2Ephp", "/sales"):
+            url = URL(f"{base}{path}?universe=demo&amount=1&id=x", encoded=True)
+            async with session.get(url) as r:
+                assert r.status == 200
+                assert r.headers["Content-Type"] == "image/gif"
+                assert await r.read() == PIXEL
+        text = await metrics_text(base)
+    assert sample(text, 'tracker_edge_handler_errors_total{endpoint="sales"}') == 3
+    assert sample(text, 'tracker_edge_requests_total{endpoint="sales",outcome="published"}') == 0
