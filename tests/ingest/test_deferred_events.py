@@ -8,6 +8,8 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaTimeoutError
 
 from helpers import eventually, read_topic
 from ingest.backlog import MAKE_STEPS, Backlog, Entry
@@ -125,3 +127,44 @@ async def test_a_batch_larger_than_a_record_batch_reaches_each_partition_in_the_
     for key in keys:
         values = [r.value[:4] for r in records if r.key == key]
         assert values == sorted(values) and len(values) == 120
+
+
+async def test_a_batch_that_fails_while_being_made_is_spooled_whole_and_published_once_in_order(
+    edge_settings: EdgeSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The broker's metadata fails once in the middle of making a batch (its third step, the
+    # first event of the second topic): what was made and what was not yet made go to the
+    # spool in the order received, and are published from it, each once, against the broker.
+    sales, clicks = edge_settings.kafka.topics.sales, edge_settings.kafka.topics.clicks
+    original = AIOKafkaProducer.partitions_for
+    failures: list[str] = []
+
+    async def fails_once_for_clicks(producer: AIOKafkaProducer, topic: str) -> set[int]:
+        if topic == clicks and not failures:
+            failures.append(topic)
+            raise KafkaTimeoutError("metadata unavailable")
+        partitions: set[int] = await original(producer, topic)
+        return partitions
+
+    monkeypatch.setattr(AIOKafkaProducer, "partitions_for", fails_once_for_clicks)
+    metrics = EdgeMetrics()
+    publisher = Publisher(edge_settings, metrics, tmp_path)
+    publisher.start()
+    try:
+        await eventually(lambda: asyncio.sleep(0, publisher.unready_reason()), lambda r: r is None)
+        for i in range(40):  # queued in one go: one batch, made in steps of 10
+            topic = sales if i < 20 else clicks
+            publisher.publish_later(
+                lambda c: Message(c[0], b"k", c[1]), (topic, f"{i:02}".encode()), endpoint="sales"
+            )
+    finally:
+        await publisher.close()
+    assert failures == [clicks]
+    assert metrics.registry.get_sample_value("tracker_edge_events_spooled_total") == 40
+    bootstrap = edge_settings.kafka.bootstrap[0]
+    assert [r.value for r in await read_topic(bootstrap, sales, 20)] == [
+        f"{i:02}".encode() for i in range(20)
+    ]
+    assert [r.value for r in await read_topic(bootstrap, clicks, 20)] == [
+        f"{i:02}".encode() for i in range(20, 40)
+    ]
