@@ -3,7 +3,7 @@
 Handlers call :meth:`Publisher.publish`, which only appends: to the in-memory queue while
 the broker is healthy, otherwise (or when the queue is full) to the on-disk spool. The pixel
 calls :meth:`Publisher.publish_later` instead: it queues what the call carried, and the
-background task makes the events of a batch in one loop before sending it. Once
+background task makes the events of a batch, in a few steps, as it builds the record batches. Once
 anything is spooled, later events are spooled too until the spool is drained, so events
 reach Kafka in the order they were received. One background task sends the queue in
 batches, then the spool, and waits for the acknowledgements; a batch that fails moves to
