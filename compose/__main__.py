@@ -23,11 +23,12 @@ from compose.stack import (
     Stack,
     applications,
     check_ports_free,
-    edge_secrets_path,
     infrastructure,
+    shell_context,
     stack_edge_secrets,
 )
 from compose.supervisor import Supervisor
+from schemas.context import context_file, write_context
 from schemas.environ import ConfigError
 from schemas.signing import Link, link_url
 
@@ -76,6 +77,8 @@ def run(settings: StackSettings) -> int:
         # With the services' own environment (broker, topic prefix): what they follow.
         projector = next(s for s in services if s.name == "projector")
         register_demo({**os.environ, **projector.env})
+        # From now on a shell's commands (sign-link, universes, rebuild) talk to this stack.
+        write_context(context_file(settings.data_dir), shell_context(settings, projector.env))
     except BaseException:
         stack.stop()
         raise
@@ -130,7 +133,7 @@ def _print_try_it(settings: StackSettings) -> None:
     key_source = (
         "TRACKER_API_KEYS of your environment"
         if "TRACKER_API_KEYS" in os.environ
-        else f"the local stack's demo API key, TRACKER_API_KEYS in {edge_secrets_path(data)}"
+        else f"the local stack's demo API key, TRACKER_API_KEYS in {context_file(data)}"
     )
     pixel = f"{edge}/sales.php?universe=demo&amount=12,50&id=t2&click=$click"
     sale = '{"amount":"5.00","id":"t3"}'

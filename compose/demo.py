@@ -21,8 +21,9 @@ from pathlib import Path
 
 import orjson
 
-from compose.settings import StackSettings
-from compose.stack import edge_secrets_path, stack_edge_secrets
+from ingest.settings import EdgeSettings
+from projector.settings import ProjectorSettings
+from schemas.context import shell_environ
 from schemas.environ import ConfigError, Environ
 from schemas.signing import Link, link_url
 
@@ -71,23 +72,23 @@ class Target:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Target:
-        settings = StackSettings.from_env(environ)
-        data = settings.data_dir.resolve()
-        path = edge_secrets_path(data)
-        if not path.exists() and not environ.get("TRACKER_SECRET"):
-            raise DemoError(f"no local stack in {settings.data_dir} ({path} is missing): `make up`")
-        secrets_ = stack_edge_secrets(data, environ)
-        keys = [k.partition(":") for k in secrets_["TRACKER_API_KEYS"].split(",") if k]
+        context = shell_environ(environ)
+        env = Environ(context.environ)
+        if not context.from_stack and not context.environ.get("TRACKER_SECRET"):
+            raise DemoError(f"no local stack here ({context.path} is missing): `make up`")
+        keys = [k.partition(":") for k in env.text("TRACKER_API_KEYS", "").split(",") if k]
         api_key = next((key for universe, _, key in keys if universe == UNIVERSE), "")
         if not api_key:
             raise DemoError(f"TRACKER_API_KEYS has no key for universe {UNIVERSE!r}")
+        edge = EdgeSettings.from_env(context.environ)
+        projector = ProjectorSettings.from_env(context.environ)
         return cls(
-            edge=f"http://{settings.host}:{settings.edge_port}",
-            clickhouse=settings.clickhouse_url,
-            database=Environ(environ).text("TRACKER_CLICKHOUSE_DATABASE", "tracker"),
-            secret=secrets_["TRACKER_SECRET"],
+            edge=edge.public_url,
+            clickhouse=projector.clickhouse_url,
+            database=projector.clickhouse_database,
+            secret=edge.secret,
             api_key=api_key,
-            secrets_file=path,
+            secrets_file=context.path,
         )
 
     def query(self, sql: str) -> list[list[str]]:

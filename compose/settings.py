@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from schemas.context import DATA_DIR_DEFAULT
 from schemas.environ import ConfigError, Environ
 
 # The S3 store's own services, in the order TRACKER_S3_INTERNAL_PORTS lists their ports.
@@ -56,7 +57,7 @@ class StackSettings:
         env = Environ(os.environ if environ is None else environ)
         s3_port = env.port("TRACKER_S3_PORT", 9390)
         return cls(
-            data_dir=Path(env.text("TRACKER_DATA_DIR", ".data")),
+            data_dir=Path(env.text("TRACKER_DATA_DIR", DATA_DIR_DEFAULT)),
             host="127.0.0.1",
             edge_port=env.port("TRACKER_EDGE_PORT", 8080),
             projector_port=env.port("TRACKER_PROJECTOR_PORT", 8081),

@@ -32,6 +32,7 @@ from compose.processes import (
 )
 from compose.prometheus import PrometheusSettings, local_prometheus
 from compose.settings import ADMIN_GRPC_OFFSET, S3_INTERNAL_PORTS, StackSettings
+from schemas.context import KNOWN
 
 logger = logging.getLogger(__name__)
 
@@ -219,12 +220,13 @@ def infrastructure(settings: StackSettings) -> list[Service]:
     return services
 
 
-def applications(settings: StackSettings, extra_env: dict[str, str] | None = None) -> list[Service]:
-    """The projector and the edge, wired to the stack's broker and ClickHouse."""
-    host = settings.host
+def services_environment(
+    settings: StackSettings, extra_env: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The TRACKER_* environment the stack gives its projector and edge."""
     data = settings.data_dir.resolve()
     own_secrets = stack_edge_secrets(data, os.environ)
-    env = {
+    return {
         **service_environment(
             bootstrap=settings.kafka_bootstrap,
             clickhouse_url=settings.clickhouse_url,
@@ -234,13 +236,27 @@ def applications(settings: StackSettings, extra_env: dict[str, str] | None = Non
             spool_dir=data / "spool",
             edge_port=settings.edge_port,
             projector_port=settings.projector_port,
-            host=host,
+            host=settings.host,
         ),
         # The local broker (Tansu) holds a new group's first join for half the session
         # timeout: 3 s makes the projector consume 2 s after it starts instead of 5 s.
         **({} if settings.external_kafka else {"TRACKER_KAFKA_SESSION_TIMEOUT_MS": "3000"}),
         **(extra_env or {}),
     }
+
+
+def shell_context(settings: StackSettings, env: Mapping[str, str]) -> dict[str, str]:
+    """What the stack's context file tells a shell's commands (schemas/context.py): the
+    broker, ClickHouse, secret and client settings its services run with (``env``)."""
+    values = {name: env[name] for name in KNOWN if env.get(name)}
+    values["TRACKER_EDGE_PUBLIC_URL"] = f"http://{settings.host}:{settings.edge_port}"
+    return values
+
+
+def applications(settings: StackSettings, extra_env: dict[str, str] | None = None) -> list[Service]:
+    """The projector and the edge, wired to the stack's broker and ClickHouse."""
+    host = settings.host
+    env = services_environment(settings, extra_env)
     return [
         Service(
             name="projector",

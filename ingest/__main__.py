@@ -12,21 +12,17 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 
-import orjson
 import uvloop
 from aiohttp import web
 
-from compose.settings import StackSettings
-from compose.stack import edge_secrets_path
+from ingest import cli
 from ingest.app import create_runner
 from ingest.settings import EdgeSettings
+from schemas.context import shell_environ
 from schemas.environ import ConfigError
 from schemas.logs import configure as configure_logs
-from schemas.rules import link_problem
-from schemas.signing import Link, link_url
 
 logger = logging.getLogger("ingest")
 
@@ -106,45 +102,6 @@ def run_workers(argv: list[str], workers: int) -> int:
     return max(codes, key=abs)
 
 
-def signing_environ(environ: Mapping[str, str]) -> tuple[dict[str, str], str]:
-    """The environment to sign links with, and where its TRACKER_SECRET comes from.
-
-    Without TRACKER_SECRET, the local stack's (its data folder's edge-secrets.json): the
-    secret its running edge verifies links with, so `make up` then `sign-link` just works.
-    """
-    env = dict(environ)
-    path = edge_secrets_path(StackSettings.from_env(environ).data_dir)
-    local: dict[str, str] = orjson.loads(path.read_bytes()) if path.exists() else {}
-    if env.get("TRACKER_SECRET"):
-        source = "TRACKER_SECRET from the environment"
-        if local.get("TRACKER_SECRET") not in (None, env["TRACKER_SECRET"]):
-            source += (
-                f" (not the local stack's secret in {path}: its edge refuses these links "
-                "unless it was started with this TRACKER_SECRET)"
-            )
-        return env, source
-    if "TRACKER_SECRET" not in local:
-        raise ConfigError(
-            f"TRACKER_SECRET is required: set it, or start the local stack (`make up`), "
-            f"which keeps its secret in {path}"
-        )
-    env["TRACKER_SECRET"] = local["TRACKER_SECRET"]
-    return env, f"the local stack's secret from {path} (TRACKER_SECRET is not set)"
-
-
-def sign_link(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    env, source = signing_environ(environ)
-    settings = EdgeSettings.from_env(env)
-    link = Link(args.universe, args.customer, args.campaign, args.link, args.url, args.product)
-    problem = link_problem(link)
-    if problem:
-        print(f"error: cannot sign this link: {problem.removeprefix('link_')}", file=sys.stderr)
-        return 2
-    print(f"signed with {source}", file=sys.stderr)
-    print(link_url(settings.public_url, settings.secret, link))
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(
@@ -157,20 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.add_argument("--tls-cert", type=Path, help="PEM certificate chain for HTTPS")
     serve_parser.add_argument("--tls-key", type=Path, help="PEM private key for HTTPS")
     serve_parser.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
-    sign = commands.add_parser(
-        "sign-link",
-        help="print a signed tracked link (with the local stack's secret when "
-        "TRACKER_SECRET is not set)",
-    )
-    for name in ("universe", "customer", "campaign", "link", "url"):
-        sign.add_argument(f"--{name}", required=True)
-    sign.add_argument("--product", default="", help="the sending product (optional)")
+    cli.add_parser(commands)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv = ["serve", *argv]
     args = parser.parse_args(argv)
     try:
         if args.command == "sign-link":
-            return sign_link(args, os.environ)
+            return cli.sign_link(args, shell_environ())
         configure_logs("edge")
         settings = EdgeSettings.from_env()
         if args.workers < 1:

@@ -21,6 +21,7 @@ from projector.loop import Projector
 from projector.metrics import ProjectorMetrics
 from projector.rebuild import rebuild
 from projector.settings import ProjectorSettings
+from schemas.context import shell_environ
 from schemas.environ import ConfigError
 from schemas.logs import configure as configure_logs
 
@@ -92,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
             accept_parser.error("--from-offset must be 0 or more")
     try:
         configure_logs("projector")
-        settings = ProjectorSettings.from_env()
+        # The service gets its whole environment from whoever starts it; the operator's
+        # commands run in a shell, where the local stack is the default (schemas/context.py).
+        environ = shell_environ().environ if args.command in ("rebuild", "accept-log") else None
+        settings = ProjectorSettings.from_env(environ)
     except ConfigError as e:
         print(f"configuration error: {e}", file=sys.stderr)
         return 2

@@ -3,7 +3,7 @@ key add, key remove). Each change appends the universe's full settings (a tombst
 removal) to the registry topic; two operators changing one universe at once: the last wins.
 
 Exit codes: 0 done, 1 refused (unknown universe or key, universe exists), 2 bad input,
-3 broker unreachable.
+3 the broker could not be reached or refused the request (the message says which).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,10 +19,17 @@ from typing import Final
 import msgspec
 from aiokafka.errors import KafkaError
 
+from schemas.context import ShellContext, shell_environ
 from schemas.environ import ConfigError, Environ
 from schemas.kafka_settings import KafkaSettings
 from schemas.topics import ensure_topics
-from schemas.universe_log import RegistryUnavailable, now_ms, read_registry, write_record
+from schemas.universe_log import (
+    RegistryUnavailable,
+    broker_problem,
+    now_ms,
+    read_registry,
+    write_record,
+)
 from schemas.universes import (
     Registry,
     UniverseError,
@@ -39,7 +45,7 @@ from schemas.universes import (
 
 REFUSED: Final = 1
 BAD_INPUT: Final = 2
-UNREACHABLE: Final = 3
+BROKER_ERROR: Final = 3
 READ_TIMEOUT_S: Final = 30.0
 # What `set` takes to clear a setting back to none.
 CLEAR: Final = "none"
@@ -185,7 +191,8 @@ def main(argv: list[str], environ: Mapping[str, str] | None = None) -> int:
     # The error below says it once; aiokafka would also log each failed connection attempt.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
-        kafka = KafkaSettings.from_env(Environ(os.environ if environ is None else environ))
+        context = shell_environ(environ)
+        kafka = KafkaSettings.from_env(Environ(context.environ))
     except ConfigError as e:
         print(f"configuration error: {e}", file=sys.stderr)
         return BAD_INPUT
@@ -198,7 +205,19 @@ def main(argv: list[str], environ: Mapping[str, str] | None = None) -> int:
         print(f"universes: {e}", file=sys.stderr)
         return REFUSED
     except (RegistryUnavailable, KafkaError) as e:
-        where = ",".join(kafka.bootstrap)
-        print(f"universes: broker unreachable at {where}: {e}", file=sys.stderr)
-        return UNREACHABLE
+        problem = (
+            e if isinstance(e, RegistryUnavailable)
+            else broker_problem(e, kafka.bootstrap, idempotence=kafka.idempotence)
+        )  # fmt: skip
+        print(f"universes: {problem} ({broker_origin(context)})", file=sys.stderr)
+        return BROKER_ERROR
     return 0
+
+
+def broker_origin(context: ShellContext) -> str:
+    """Which broker this was and why, for the error line."""
+    if "TRACKER_KAFKA_BOOTSTRAP" in context.from_stack:
+        return f"the local stack's broker, from {context.path}: is the stack running? `make up`"
+    if context.environ.get("TRACKER_KAFKA_BOOTSTRAP"):
+        return "TRACKER_KAFKA_BOOTSTRAP from the environment"
+    return f"TRACKER_KAFKA_BOOTSTRAP's default: no local stack context in {context.path}"

@@ -14,7 +14,7 @@ import time
 from typing import Final
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import BrokerResponseError, KafkaConnectionError, KafkaError
 
 from schemas.universes import (
     Registry,
@@ -34,7 +34,23 @@ FOLLOW_POLL_MS: Final = 500
 
 
 class RegistryUnavailable(Exception):
-    """The registry topic could not be read or written (the broker is unreachable)."""
+    """The registry topic could not be read or written; the message says what the broker
+    (or the network) answered."""
+
+
+def broker_problem(e: KafkaError, bootstrap: tuple[str, ...], *, idempotence: bool) -> str:
+    """What went wrong talking to the broker, in words an operator can act on."""
+    where = ",".join(bootstrap)
+    if isinstance(e, KafkaConnectionError):
+        return f"cannot connect to the broker at {where}: {e}"
+    if idempotence and isinstance(e, BrokerResponseError):
+        # aiokafka asks for a producer id at start; brokers without idempotent producers
+        # (Tansu, the local stack's) answer with an error instead.
+        return (
+            f"the broker at {where} refused an idempotent producer ({e}): set "
+            "TRACKER_KAFKA_IDEMPOTENCE=false for a broker without idempotent producers"
+        )
+    return f"the broker at {where} answered {e}"
 
 
 class RegistryReader:
@@ -70,7 +86,8 @@ class RegistryReader:
             # Cancelled or failed half-way: nothing may be left open.
             await consumer.stop()
             if isinstance(e, KafkaError):
-                raise RegistryUnavailable(f"cannot reach the broker: {e}") from e
+                problem = broker_problem(e, self._bootstrap, idempotence=False)
+                raise RegistryUnavailable(problem) from e
             raise
         self._consumer = consumer
         self._task = asyncio.create_task(self._follow(consumer), name="registry")
@@ -164,7 +181,7 @@ async def write_record(
             topic, encode_record(record), key=universe.encode(), partition=0
         )
     except KafkaError as e:
-        raise RegistryUnavailable(f"cannot write to the broker: {e}") from e
+        raise RegistryUnavailable(broker_problem(e, bootstrap, idempotence=idempotence)) from e
     finally:
         await producer.stop()
 

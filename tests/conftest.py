@@ -104,6 +104,9 @@ def service_env(services: Services, isolation: str, tmp_path: Path) -> dict[str,
         ),
         "TRACKER_PROJECTOR_FLUSH_INTERVAL_MS": "200",
         "TRACKER_KAFKA_LINGER_MS": "2",
+        # Commands run with it as a shell would: no local stack's context (schemas/context.py)
+        # of the machine's own `.data` may fill in what the test leaves unset.
+        "TRACKER_DATA_DIR": str(tmp_path / "no-stack"),
     }
 
 

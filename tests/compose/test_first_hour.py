@@ -60,7 +60,7 @@ def test_up_prints_calls_to_try_and_demo_makes_the_readme_examples_true(tmp_path
         ready = f"http://127.0.0.1:{stack.settings.projector_port}/readyz"
         with urllib.request.urlopen(ready, timeout=5) as response:
             assert response.status == 200
-        secrets_file = stack.settings.data_dir.resolve() / "edge-secrets.json"
+        secrets_file = stack.settings.data_dir.resolve() / "context.json"
         for output in (up.stdout, stack.compose("status").stdout):
             assert "try:" in output
             assert f"{stack.edge_url}/click?u=demo&c=alice" in output

@@ -89,8 +89,30 @@ def test_an_unreachable_broker_exits_3_and_says_where(service_env: dict[str, str
     result = universes({**service_env, "TRACKER_KAFKA_BOOTSTRAP": where}, "list")
     assert result.returncode == 3
     assert result.stdout == ""
-    assert result.stderr.startswith(f"universes: broker unreachable at {where}: ")
+    assert result.stderr.startswith(f"universes: cannot connect to the broker at {where}: ")
+    assert result.stderr.endswith(" (TRACKER_KAFKA_BOOTSTRAP from the environment)\n")
     assert len(result.stderr.splitlines()) == 1
+
+
+def test_a_broker_refusing_idempotent_producers_is_named_with_its_answer(
+    service_env: dict[str, str],
+) -> None:
+    if service_env.get("TRACKER_KAFKA_IDEMPOTENCE") != "false":
+        # A broker with idempotent producers (Apache Kafka) accepts the command.
+        assert (
+            universes({**service_env, "TRACKER_KAFKA_IDEMPOTENCE": "true"}, "add", "x").returncode
+            == 0
+        )
+        return
+    result = universes({**service_env, "TRACKER_KAFKA_IDEMPOTENCE": "true"}, "add", "shop")
+    where = service_env["TRACKER_KAFKA_BOOTSTRAP"]
+    assert (result.returncode, result.stdout) == (3, "")
+    assert result.stderr == (
+        f"universes: the broker at {where} refused an idempotent producer ([Error -1] "
+        "UnknownError): set TRACKER_KAFKA_IDEMPOTENCE=false for a broker without idempotent "
+        "producers (TRACKER_KAFKA_BOOTSTRAP from the environment)\n"
+    )
+    assert ok(service_env, "list")[0].startswith("no universe registered")
 
 
 def test_a_bad_kafka_setting_is_a_configuration_error(service_env: dict[str, str]) -> None:
