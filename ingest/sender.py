@@ -75,10 +75,7 @@ class Sender(Backlog):
     async def _drop_producer(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
-            try:
-                await asyncio.wait_for(producer.stop(), timeout=SEND_TIMEOUT_S)
-            except Exception:  # it failed already; the restart makes a new one
-                logger.warning("stopping the failed producer failed too", exc_info=True)
+            await _stop_quietly(producer)
 
     async def _connect(self) -> AIOKafkaProducer | None:
         s = self._settings
@@ -99,10 +96,12 @@ class Sender(Backlog):
             try:
                 # Bounded, so that one hung attempt cannot hold the publisher forever.
                 await asyncio.wait_for(self._start(producer), timeout=CONNECT_TIMEOUT_S)
-                logger.info("connected to Kafka at %s", ",".join(s.kafka.bootstrap))
-                return producer
-            except (KafkaError, OSError, TimeoutError) as e:
-                await producer.stop()
+            except BaseException as e:
+                # Every way out closes the attempt's connections, cancellation included
+                # (close() cancels this task at the drain deadline, maybe mid-start).
+                await _stop_quietly(producer)
+                if not isinstance(e, KafkaError | OSError | TimeoutError):
+                    raise
                 logger.warning("Kafka unreachable (%s); spooling, retry in %.1fs", e, backoff)
                 if self._closing:  # draining: retry often, close() holds the deadline
                     await asyncio.sleep(0.2)
@@ -110,6 +109,9 @@ class Sender(Backlog):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wait_closing(), timeout=backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
+                continue
+            logger.info("connected to Kafka at %s", ",".join(s.kafka.bootstrap))
+            return producer
         return None
 
     async def _start(self, producer: AIOKafkaProducer) -> None:
@@ -265,6 +267,24 @@ class Sender(Backlog):
             return made + self._made(batch[end:]), []
         # A partition's full record batches go before its last one: the order received.
         return made, [*full, *filling.items()]
+
+
+async def _stop_quietly(producer: AIOKafkaProducer) -> None:
+    """Stop a producer that failed or is abandoned; its own failure to stop is logged only.
+
+    Shielded: a cancellation arriving meanwhile still waits for the connections to close
+    (an unclosed producer is found by the garbage collector much later, in someone else's
+    code), then goes on.
+    """
+    stopping = asyncio.ensure_future(asyncio.wait_for(producer.stop(), timeout=SEND_TIMEOUT_S))
+    try:
+        await asyncio.shield(stopping)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await stopping
+        raise
+    except Exception:  # it failed already; the restart makes a new one
+        logger.warning("stopping a failed producer failed too", exc_info=True)
 
 
 def _undelivered(batch: list[Message], delivered: list[list[Message]]) -> list[Message]:

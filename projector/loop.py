@@ -17,6 +17,7 @@ to another instance, never writes a batch twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -137,49 +138,45 @@ class Projector:
         """Project until ``stop`` is set; with ``burst``, return once caught up."""
         s = self.settings
         retrying = Retrying(self.metrics, stop)
-        store = await retrying(
-            "connect to ClickHouse",
-            lambda: Store.connect(
-                s.clickhouse_url, s.clickhouse_database, cluster=s.clickhouse_cluster
-            ),
-        )
-        try:
+        # Every client is closed on every way out (errors and cancellation included), in the
+        # reverse order of its creation: a client left open is found by the garbage collector
+        # much later, in someone else's code.
+        async with contextlib.AsyncExitStack() as opened:
+            store = await retrying(
+                "connect to ClickHouse",
+                lambda: Store.connect(
+                    s.clickhouse_url, s.clickhouse_database, cluster=s.clickhouse_cluster
+                ),
+            )
+            opened.push_async_callback(store.close)
             live = await retrying("prepare the schema", store.prepare)
             self._generation = self._mode.first_generation(live)
             await ensure_topics(
                 s.kafka.bootstrap, s.kafka.topics, partitions=s.kafka.partitions,
                 replication=s.kafka.replication,
             )  # fmt: skip
+            opened.push_async_callback(self.universes.stop)
             await self._read_universes()
             probe = LogProbe(s.kafka.bootstrap)
+            opened.push_async_callback(probe.stop)
             await retrying("start the log probe", probe.start)
-            consumer = await self._start_consumer()
             dead_letters = AIOKafkaProducer(
                 bootstrap_servers=list(s.kafka.bootstrap), acks="all",
                 enable_idempotence=s.kafka.idempotence,
             )  # fmt: skip
+            opened.push_async_callback(dead_letters.stop)
             await dead_letters.start()
-            try:
-                try:
-                    lookups = Lookups(store, retrying, self._cache, self._window_ms)
-                    checkpoint = Checkpoint(
-                        s, self.metrics, store, lookups, retrying,
-                        commit=self._mode.committer(consumer),
-                    )  # fmt: skip
-                    run = _Run(
-                        consumer, store, dead_letters, stop, probe, retrying, lookups, checkpoint
-                    )
-                    await self._loop(run, burst=burst)
-                finally:
-                    await self.settle()
-            finally:
-                self._consumer = None
-                await consumer.stop()
-                await dead_letters.stop()
-                await probe.stop()
-        finally:
-            await self.universes.stop()
-            await store.close()
+            consumer = self._consumer_for(s)
+            opened.push_async_callback(self._stop_consumer, consumer)
+            await self._start_consumer(consumer)
+            # Last in, first out: the write in flight lands before the consumer stops.
+            opened.push_async_callback(self.settle)
+            lookups = Lookups(store, retrying, self._cache, self._window_ms)
+            checkpoint = Checkpoint(
+                s, self.metrics, store, lookups, retrying, commit=self._mode.committer(consumer)
+            )
+            run = _Run(consumer, store, dead_letters, stop, probe, retrying, lookups, checkpoint)
+            await self._loop(run, burst=burst)
 
     async def _read_universes(self) -> None:
         """Read the universe registry to its end: no call is judged before it is known."""
@@ -205,9 +202,8 @@ class Projector:
     def _window_ms(self, universe: str) -> int:
         return self.universes.registry.window_ms(universe, self.settings.attribution_window_ms)
 
-    async def _start_consumer(self) -> AIOKafkaConsumer:
-        s = self.settings
-        consumer = AIOKafkaConsumer(
+    def _consumer_for(self, s: ProjectorSettings) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
             bootstrap_servers=list(s.kafka.bootstrap),
             group_id=self._mode.group_id(s),
             enable_auto_commit=False,
@@ -221,10 +217,15 @@ class Projector:
             # What it was before the session timeout became a setting (aiokafka's default).
             rebalance_timeout_ms=max(s.consumer_session_timeout_ms, 10_000),
         )
+
+    async def _start_consumer(self, consumer: AIOKafkaConsumer) -> None:
         await consumer.start()
         self._consumer = consumer
         await self._mode.attach(consumer, self._topics, self)
-        return consumer
+
+    async def _stop_consumer(self, consumer: AIOKafkaConsumer) -> None:
+        self._consumer = None
+        await consumer.stop()
 
     async def _loop(self, r: _Run, *, burst: bool) -> None:
         s = self.settings

@@ -39,8 +39,9 @@ async def ensure_topics(
 ) -> None:
     """Create the topics that do not exist yet (idempotent; both services call it at start)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=list(bootstrap), request_timeout_ms=10_000)
-    await admin.start()
     try:
+        # Inside the try: a start that fails or is cancelled half-way leaves connections open.
+        await admin.start()
         existing = set(await admin.list_topics())
         missing = [
             NewTopic(name, 1 if name == topics.universes else partitions, replication)
