@@ -58,7 +58,7 @@ sign-link: $(STAMP) ## print a tracked link signed for the local stack (UNIVERSE
 	$(BIN)/python -m ingest sign-link --universe '$(UNIVERSE)' --customer '$(CUSTOMER)' \
 	  --campaign '$(CAMPAIGN)' --link '$(LINK)' --url '$(URL)' --product '$(PRODUCT)'
 
-demo: $(STAMP) ## load the README's SQL example (alice, bob, carol) through the running stack's edge
+demo: $(STAMP) ## load the SQL example of docs/analysts.md (alice, bob, carol) through the running stack's edge
 	$(BIN)/python -m compose.demo
 
 dashboard: $(STAMP) ## print the URL of ClickHouse's /dashboard page with the analysts' charts (UNIVERSE= CURRENCY=)

@@ -73,7 +73,7 @@ def run(
     }
     # Clicks first, as in life (a click precedes its sale by more than the projector's lag):
     # live members attribute a sale from the clicks already stored, so clicks projected
-    # alongside their sales would be missed (README, known limits). Measured: the sales.
+    # alongside their sales would be missed (docs/limits.md). Measured: the sales.
     settings = ProjectorSettings.from_env(base)
     asyncio.run(
         Projector(settings, ProjectorMetrics(), generation=1, topics=(settings.kafka.topics.clicks,))

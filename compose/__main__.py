@@ -150,7 +150,7 @@ def _print_try_it(settings: StackSettings) -> None:
     print("  # a second later, in ClickHouse")
     query = "SELECT+campaign_id,currency,purchases,turnover+FROM+tracker.campaign_turnover"
     print(f"  curl '{settings.clickhouse_url}/?query={query}+FORMAT+PrettyCompact'")
-    print("  # the README's SQL examples (alice, bob, carol): `make demo`, then its queries")
+    print("  # the SQL example of docs/analysts.md (alice, bob, carol): `make demo`")
     print(
         "  # the analysts' charts on ClickHouse's /dashboard page: `make dashboard` prints the URL"
     )

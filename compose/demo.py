@@ -1,8 +1,8 @@
-"""`make demo`: the README's SQL example (alice, bob, carol) sent through the running edge.
+"""`make demo`: the SQL example of docs/analysts.md (alice, bob, carol) sent through the edge.
 
 Real traffic, as a merchant's site makes it: each customer follows a signed tracked link, the
 sales come from the pixel (with the click cookie, or the `click` parameter) and from the API;
-then it waits until the projector has written every call and prints the README's queries.
+then it waits until the projector has written every call and prints the example's queries.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ UNIVERSE = "demo"
 LANDING = "https://shop.example/landing"
 CLICKS = (("alice", "spring", "hero"), ("bob", "spring", "footer"), ("carol", "summer", "hero"))
 TRANSACTIONS = ("o-1", "o-2", "o-3", "o-4", "o-5", "o-6")
-# The README's queries, in its order.
+# The example's queries (docs/analysts.md), in its order.
 QUERIES = (
     "SELECT campaign_id, currency, purchases, turnover FROM tracker.campaign_turnover\n"
     "WHERE universe = 'demo' ORDER BY turnover DESC",
@@ -243,14 +243,14 @@ def main(argv: list[str] | None = None) -> int:
             others = target.query("SELECT count() FROM tracker.sales_calls")
         except OSError as e:
             raise DemoError(f"ClickHouse does not answer at {target.clickhouse}: `make up`") from e
-        print(f"sending the README's example through the edge at {target.edge} ...")
+        print(f"sending the example of docs/analysts.md through the edge at {target.edge} ...")
         load(target, timeout=args.timeout)
-        print("done: the README's queries now answer")
+        print("done: the example's queries now answer")
         show(target)
         if others != [["0"]]:
             print(
                 f"\nnote: sales_calls held {others[0][0]} other calls before the demo (the try-it "
-                "calls?): the figures above include them; the README's are those of an empty "
+                "calls?): the figures above include them; docs/analysts.md's are those of an empty "
                 "stack (`make down`, move .data away, `make up`, `make demo`)"
             )
     except (DemoError, ConfigError) as e:

@@ -7,7 +7,7 @@ spool and moves what it could not send back here; the spool's format is ``ingest
 
 :meth:`Backlog.publish_later` queues what a call carried and the pure function that makes its
 message; the sender makes the messages of a whole batch in one loop, off the request path.
-The same calls cost 13-19% less CPU per call that way in A/B pairs (README "Performance"): a
+The same calls cost 13-19% less CPU per call that way in A/B pairs (docs/internals.md): a
 loop over one function stays in the CPU's caches, which a request's trip through aiohttp
 empties between two calls.
 Being pure, a function may run twice for one call (a batch that failed while being made is

@@ -42,7 +42,7 @@ class ProjectorSettings:
     # How raw calls are read. Not from the environment: a rule changes with the code, and
     # a rebuild applies it to history (tests pass other rules to see it happen).
     rules: Rules = DEFAULT_RULES
-    # Test hook: kill this process with SIGKILL at a checkpoint stage (see README).
+    # Test hook: kill this process with SIGKILL at a checkpoint stage (docs/operating.md).
     fault: str = ""
     fault_after_batches: int = 1
 

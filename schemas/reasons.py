@@ -77,7 +77,7 @@ REFUND_ONLY: Final = frozenset(
         Reason.REFUND_ABOVE_REMAINING, Reason.CURRENCY_MISMATCH,
     }
 )  # fmt: skip
-# Reasons the pixel cannot give (README "The sale pixel" lists the others).
+# Reasons the pixel cannot give (docs/reference.md "The sale pixel" lists the others).
 API_ONLY: Final = REFUND_ONLY | frozenset(
     {Reason.ITEM_NOT_OBJECT, Reason.NOT_STRING, Reason.UNIVERSE_NOT_ALLOWED, Reason.DUPLICATE_FIELD}
 )

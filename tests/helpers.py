@@ -305,8 +305,8 @@ def universes_ok(env: dict[str, str], *args: str) -> list[str]:
 
 
 def cells(row: list[str]) -> list[object]:
-    """A row as comparable values: numbers as decimals, empty cells dropped (as the README and
-    docs/analysts.md show them)."""
+    """A row as comparable values: numbers as decimals, empty cells dropped (as
+    docs/analysts.md shows them)."""
     out: list[object] = []
     for cell in row:
         if not cell:

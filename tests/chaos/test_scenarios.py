@@ -47,7 +47,7 @@ def test_an_edge_sigkill_loses_only_what_it_had_not_handed_to_kafka(
 ) -> None:
     result = edge_sigkill(tmp_path, rate=rate, duration_s=20)
     # Nothing counted twice, and the loss is bounded by the publisher's in-memory window
-    # (linger plus one round trip; README "Publishing"): well under a second of traffic.
+    # (linger plus one round trip; docs/operating.md "Publishing"): well under a second of traffic.
     assert result.tally.doubled == 0, explain(result)
     assert result.tally.lost <= rate // 2, explain(result)
     assert result.tally.exact, explain(result)

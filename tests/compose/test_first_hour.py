@@ -1,6 +1,7 @@
 """The README's first hour, as a newcomer follows it: `make up` prints calls to try, a link
-signed with the local stack's secret is followed, `make demo` makes the README's SQL examples
-answer what the README shows, `make status` after `make down` says "not running"."""
+signed with the local stack's secret is followed, `make demo` makes the SQL example of
+docs/analysts.md answer what that page shows, `make status` after `make down` says "not
+running"."""
 
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ from helpers import cells
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def readme_examples() -> list[tuple[str, list[list[str]]]]:
-    """The README's example queries ("A small example") and the rows it shows for each."""
-    readme = (ROOT / "README.md").read_text()
-    block = readme[readme.index("A small example") :]
+def documented_examples() -> list[tuple[str, list[list[str]]]]:
+    """The example queries of docs/analysts.md ("A small example") and the rows it shows for
+    each."""
+    page = (ROOT / "docs" / "analysts.md").read_text()
+    block = page[page.index("\n## A small example\n") :]
     block = block[
         block.index("```sql") + len("```sql") : block.index("```", block.index("```sql") + 6)
     ]
@@ -86,14 +88,14 @@ def test_up_prints_calls_to_try_and_demo_makes_the_readme_examples_true(tmp_path
         )  # fmt: skip
         assert demo.returncode == 0, demo.stdout + demo.stderr
 
-        examples = readme_examples()
+        examples = documented_examples()
         assert len(examples) == 6
         today = datetime.now(UTC).date()
         for sql, shown in examples:
             got = [cells(row) for row in stack.query(sql)]
             if "campaign_turnover_daily" in sql:
-                # Live traffic is stamped with today's date, not the README's fixed days:
-                # the totals are the README's, on today (or yesterday, across midnight UTC).
+                # Live traffic is stamped with today's date, not the example's fixed days:
+                # the totals are the example's, on today (or yesterday, across midnight UTC).
                 days = {str(today), str(today - timedelta(days=1))}
                 assert {row[0] for row in got} <= days, got
                 total = [sum(Decimal(str(row[i])) for row in got) for i in (1, 2)]

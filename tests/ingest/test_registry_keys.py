@@ -12,7 +12,7 @@ from helpers import eventually, running_edge
 from helpers import universes_ok as ok
 from ingest.settings import EdgeSettings
 
-# What the README promises for a removed key (the registry is polled every 0.5 s).
+# What docs/reference.md promises for a removed key (the registry is polled every 0.5 s).
 REVOCATION_S = 3.0
 OTHER_ENV_KEY = "other-key-0123456789abcdef01"  # shop_b's, in conftest's TRACKER_API_KEYS
 

@@ -313,7 +313,7 @@ async def test_generated_log_matches_the_oracle_exactly(
 async def test_sql_surface_answers_the_documented_examples(
     projector_settings: ProjectorSettings, ch: AsyncClient
 ) -> None:
-    """The README's example, query for query."""
+    """docs/analysts.md's "A small example", query for query."""
     clicks = [
         click("c1", "alice", "spring", "hero", at=T0),
         click("c2", "bob", "spring", "footer", at=T0),

@@ -1,5 +1,5 @@
-"""Every reason a rejected call can carry is a :class:`Reason` with a message, and the README's
-list of pixel reasons is the enum's: neither can drift from the code."""
+"""Every reason a rejected call can carry is a :class:`Reason` with a message, and the list of
+pixel reasons in docs/reference.md is the enum's: neither can drift from the code."""
 
 from __future__ import annotations
 
@@ -165,9 +165,10 @@ def test_no_reason_is_spelled_outside_the_enum() -> None:
     assert set(bare) == NOT_REASONS
 
 
-def readme_pixel_reasons() -> list[str]:
-    """The codes README "The sale pixel" lists after "its reason in `sales_calls.reason`:"."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+def documented_pixel_reasons() -> list[str]:
+    """The codes docs/reference.md's "The sale pixel" lists after "its reason in
+    `sales_calls.reason`:"."""
+    text = (ROOT / "docs" / "reference.md").read_text(encoding="utf-8")
     start = text.index("its reason in `sales_calls.reason`:") + len(
         "its reason in `sales_calls.reason`:"
     )
@@ -190,7 +191,7 @@ def readme_pixel_reasons() -> list[str]:
     return codes
 
 
-def test_the_readme_lists_the_pixel_reasons_of_the_enum() -> None:
-    listed = readme_pixel_reasons()
+def test_the_reference_lists_the_pixel_reasons_of_the_enum() -> None:
+    listed = documented_pixel_reasons()
     assert len(listed) == len(set(listed))
     assert set(listed) == {r.value for r in Reason if r not in API_ONLY}
