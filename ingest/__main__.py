@@ -1,4 +1,5 @@
-"""`python -m ingest [serve]` runs the edge; `python -m ingest sign-link` prints a tracked link."""
+"""`python -m ingest [serve]` runs the edge; `sign-link` prints a tracked link, `snippet` the
+shop's script tag."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ from aiohttp import web
 from compose.settings import StackSettings
 from compose.stack import edge_secrets_path
 from ingest.app import create_runner
+from ingest.hosts import link_base
 from ingest.settings import EdgeSettings
+from ingest.snippet import script_tag
 from schemas.environ import ConfigError
 from schemas.logs import configure as configure_logs
 from schemas.rules import link_problem
@@ -140,8 +143,20 @@ def sign_link(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if problem:
         print(f"error: cannot sign this link: {problem.removeprefix('link_')}", file=sys.stderr)
         return 2
+    # On the universe's first-party host when it has one: the click cookie is then the shop's.
+    base = link_base(settings.public_url, settings.first_party_hosts, link.universe, args.host)
     print(f"signed with {source}", file=sys.stderr)
-    print(link_url(settings.public_url, settings.secret, link))
+    print(link_url(base, settings.secret, link))
+    return 0
+
+
+def snippet(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    settings = EdgeSettings.from_env(signing_environ(environ)[0])
+    base = settings.public_url
+    universe = args.universe or settings.first_party_hosts.get(args.host.lower(), "")
+    if universe:
+        base = link_base(base, settings.first_party_hosts, universe, args.host)
+    print(script_tag(base))
     return 0
 
 
@@ -165,12 +180,21 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("universe", "customer", "campaign", "link", "url"):
         sign.add_argument(f"--{name}", required=True)
     sign.add_argument("--product", default="", help="the sending product (optional)")
+    hosts_help = "a first-party host of the universe (default: its first one, else the edge's URL)"
+    sign.add_argument("--host", default="", help=hosts_help)
+    tag = commands.add_parser(
+        "snippet", help="print the shop's <script> tag, pinned to this release of trk.js"
+    )
+    tag.add_argument("--universe", default="", help="on this universe's first-party host")
+    tag.add_argument("--host", default="", help=hosts_help)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv = ["serve", *argv]
     args = parser.parse_args(argv)
     try:
         if args.command == "sign-link":
             return sign_link(args, os.environ)
+        if args.command == "snippet":
+            return snippet(args, os.environ)
         configure_logs("edge")
         settings = EdgeSettings.from_env()
         if args.workers < 1:
