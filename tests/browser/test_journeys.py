@@ -80,7 +80,7 @@ class Journeys:
     def id(self, name: str) -> str:
         return f"{self.profile}-{name}"
 
-    def attributed(self, name: str) -> tuple[str, str] | None:
+    def attributed(self, name: str) -> tuple[str, str]:
         """The (campaign, link) the counted sale ``name`` is attributed to ("" when none)."""
         counted = [(k, lnk) for status, k, lnk in self.sales[self.id(name)] if status == "counted"]
         assert len(counted) == 1, self.sales[self.id(name)]
