@@ -36,11 +36,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install the project, the local services and the dev tools
 
-tools: ## install wrk, nginx, prometheus and chromium (Debian packages) when missing: load tool, pixel reference, alert checks, dashboard page
+tools: ## install wrk, nginx, prometheus, chromium, firefox-esr and caddy (Debian packages) when missing: load tool, pixel reference, alert checks, dashboard page, browser journeys
 	@{ command -v wrk && test -x /usr/sbin/nginx; } >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk nginx-light >/dev/null; }
 	@command -v promtool >/dev/null || { apt-get update -qq && apt-get install -y -qq prometheus >/dev/null; }
 # chromium (about 25 s to install): tests/compose/test_dashboard.py renders the /dashboard page.
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+# firefox-esr and caddy: tests/browser/ drives real browsers through a shop's journey, the
+# first-party set-up behind Caddy (compose/caddy/Caddyfile) with its internal CA.
+	@{ command -v firefox-esr && command -v caddy; } >/dev/null || { apt-get update -qq && apt-get install -y -qq firefox-esr caddy >/dev/null; }
 
 run: $(STAMP) ## start broker, ClickHouse, projector and edge in the foreground (Ctrl-C stops all; PROMETHEUS=1 adds Prometheus)
 	$(BIN)/python -m compose run

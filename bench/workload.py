@@ -20,7 +20,7 @@ from schemas.events import Click, ClickContext, SaleCall
 from schemas.raw import ClickRequest, RefundRequest, SaleRequest
 from schemas.refunds import RefundCall
 from schemas.rules import cookie_name
-from schemas.signing import Link, link_url, make_token
+from schemas.signing import Link, link_url, make_v1_token
 
 DAY_MS = 86_400_000
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -219,7 +219,7 @@ def as_raw(call: SaleCall, secret: str) -> SaleRequest:
     """
     token = ""
     if call.clicked_at_ms:
-        token = make_token(
+        token = make_v1_token(
             secret,
             ClickContext(call.universe, call.click_customer_id, call.campaign_id, call.link_id,
                        call.product, call.clicked_at_ms, call.click_id),

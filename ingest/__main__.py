@@ -1,4 +1,5 @@
-"""`python -m ingest [serve]` runs the edge; `python -m ingest sign-link` prints a tracked link."""
+"""`python -m ingest [serve]` runs the edge; `sign-link` prints a tracked link, `snippet` the
+shop's script tag (ingest/cli.py)."""
 
 from __future__ import annotations
 
@@ -121,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "sign-link":
             return cli.sign_link(args, shell_environ())
+        if args.command == "snippet":
+            return cli.snippet(args, shell_environ())
         configure_logs("edge")
         settings = EdgeSettings.from_env()
         if args.workers < 1:

@@ -9,12 +9,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ingest.api import MAX_BODY_BYTES, report_sales
 from ingest.click import follow_link
+from ingest.hosts import tls_allowed
 from ingest.metrics import EdgeMetrics
 from ingest.pixel import SalePixel, publish_malformed_call
 from ingest.protocol import EdgeRunner, ProtocolEvents
 from ingest.publisher import Publisher
 from ingest.refunds import report_refunds
 from ingest.settings import EdgeSettings
+from ingest.snippet import PLAIN_PATH, serve_snippet
 from ingest.state import METRICS, PIXEL, PUBLISHER, REGISTRY, SETTINGS
 from ingest.universes import EdgeRegistry
 
@@ -79,6 +81,9 @@ def create_app(settings: EdgeSettings, *, worker: int = 0) -> web.Application:
     for path in PIXEL_PATHS:
         app.router.add_get(path, pixel.handle)
     app.router.add_get("/click", follow_link)
+    app.router.add_get(PLAIN_PATH, serve_snippet)
+    app.router.add_get(r"/trk.{version:[0-9a-f]{12}}.js", serve_snippet)
+    app.router.add_get("/v1/tls/allowed", tls_allowed)
     app.router.add_post("/v1/sales", report_sales)
     app.router.add_post("/v1/refunds", report_refunds)
     app.router.add_get("/healthz", healthz)

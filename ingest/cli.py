@@ -1,4 +1,5 @@
-"""`python -m ingest sign-link`: a tracked link, signed for the edge this shell talks to.
+"""`python -m ingest sign-link`: a tracked link, signed for the edge this shell talks to;
+`python -m ingest snippet`: the shop's script tag, pinned to this release of trk.js.
 
 Without settings of its own, the shell talks to the local stack (``schemas/context.py``): its
 secret and its edge's address, so `make up` then `sign-link` just works.
@@ -9,7 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ingest.hosts import link_base
 from ingest.settings import EdgeSettings
+from ingest.snippet import script_tag
 from schemas.context import ShellContext
 from schemas.environ import ConfigError
 from schemas.rules import link_problem
@@ -25,6 +28,13 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     for name in ("universe", "customer", "campaign", "link", "url"):
         sign.add_argument(f"--{name}", required=True)
     sign.add_argument("--product", default="", help="the sending product (optional)")
+    hosts_help = "a first-party host of the universe (default: its first one, else the edge's URL)"
+    sign.add_argument("--host", default="", help=hosts_help)
+    tag = commands.add_parser(
+        "snippet", help="print the shop's <script> tag, pinned to this release of trk.js"
+    )
+    tag.add_argument("--universe", default="", help="on this universe's first-party host")
+    tag.add_argument("--host", default="", help=hosts_help)
 
 
 def secret_source(context: ShellContext) -> str:
@@ -53,6 +63,18 @@ def sign_link(args: argparse.Namespace, context: ShellContext) -> int:
     if problem:
         print(f"error: cannot sign this link: {problem.removeprefix('link_')}", file=sys.stderr)
         return 2
+    # On the universe's first-party host when it has one: the click cookie is then the shop's.
+    base = link_base(settings.public_url, settings.first_party_hosts, link.universe, args.host)
     print(f"signed with {source}", file=sys.stderr)
-    print(link_url(settings.public_url, settings.secret, link))
+    print(link_url(base, settings.secret, link))
+    return 0
+
+
+def snippet(args: argparse.Namespace, context: ShellContext) -> int:
+    settings = EdgeSettings.from_env(context.environ)
+    base = settings.public_url
+    universe = args.universe or settings.first_party_hosts.get(args.host.lower(), "")
+    if universe:
+        base = link_base(base, settings.first_party_hosts, universe, args.host)
+    print(script_tag(base))
     return 0

@@ -1,5 +1,5 @@
 """The click redirect: verify the signed link, publish the click as received, set the cookie,
-redirect.
+redirect with the click's opaque token (``schemas/click_token.py``) as ``trk_click``.
 
 A link whose signature does not verify redirects nowhere (no open redirect), sets nothing and
 publishes nothing; it is answered 400 with a short page and counted. Only absolute http(s)
@@ -15,12 +15,14 @@ from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 from aiohttp import web
 
+from ingest.hosts import click_cookie_samesite
 from ingest.ids import new_event_id
 from ingest.privacy import request_client_hash
-from ingest.state import METRICS, PUBLISHER, SETTINGS
+from ingest.state import METRICS, PUBLISHER, REGISTRY, SETTINGS
+from schemas.click_token import seal
 from schemas.raw import QUERY_MAX, ClickRequest, encode_raw, kafka_key
 from schemas.rules import cookie_name, parse_link
-from schemas.signing import SignatureError, make_token, verify_link
+from schemas.signing import SignatureError, verify_link
 
 CLICK_PARAMETER: Final = "trk_click"
 
@@ -85,15 +87,20 @@ def _follow_link(request: web.Request) -> web.Response:
     app[PUBLISHER].publish(settings.kafka.topics.clicks, key, encode_raw(event))
     metrics.clicks.labels("redirected").inc()
 
-    token = make_token(settings.secret, link.click(now_ms, click_id))
+    # The universe's own window when the registry gives one: the token says when it expires,
+    # so the shop's snippet keeps it that long, and the cookie lives as long.
+    window_ms = app[REGISTRY].window_ms(link.universe, settings.attribution_window_ms)
+    expires_at_s = (now_ms + window_ms) // 1000
+    token = seal(settings.secret, link.click(now_ms, click_id), expires_at_s=expires_at_s)
     response = web.Response(
         status=302,
         headers={"Location": landing_url(link.target, token), "Cache-Control": "no-store"},
     )
-    # The last click wins: a new click overwrites the cookie of the same universe.
+    # The last click wins: a new click overwrites the cookie of the same universe. Host-only:
+    # on a shop's tracking host, no other subdomain of the shop receives it.
     response.set_cookie(
-        cookie_name(link.universe), token,
-        max_age=settings.attribution_window_ms // 1000, path="/",
-        httponly=True, secure=True, samesite="None",
+        cookie_name(link.universe), token, max_age=window_ms // 1000, path="/",
+        httponly=True, secure=True,
+        samesite=click_cookie_samesite(settings.first_party_hosts, request.host),
     )  # fmt: skip
     return response

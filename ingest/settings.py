@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 from urllib.parse import urlsplit
 
 from schemas.environ import ConfigError, Environ
@@ -35,6 +37,31 @@ def parse_api_keys(name: str, raw: str) -> dict[str, str]:
     return keys
 
 
+# Lower-case DNS names of two labels or more, no port: what a proxy asks a certificate for.
+_HOSTNAME: Final = re.compile(
+    r"(?=.{1,253}\Z)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}"
+)
+
+
+def parse_first_party_hosts(name: str, raw: str) -> dict[str, str]:
+    """``universe:host,universe:host`` -> {host: universe}; a universe may have several hosts,
+    a host serves one universe."""
+    hosts: dict[str, str] = {}
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        universe, sep, host = item.partition(":")
+        host = host.strip().lower()
+        if not sep or not DEFAULT_RULES.universe.fullmatch(universe):
+            raise ConfigError(f"{name} entries must be universe:host, got {item!r}")
+        if not _HOSTNAME.fullmatch(host):
+            raise ConfigError(f"{name}: {host!r} is not a hostname (no scheme, no port)")
+        if hosts.get(host, universe) != universe:
+            raise ConfigError(f"{name}: {host!r} is given to two universes")
+        hosts[host] = universe
+    return hosts
+
+
 @dataclass(frozen=True, slots=True)
 class EdgeSettings:
     host: str
@@ -57,6 +84,8 @@ class EdgeSettings:
     keepalive_s: int
     # As the projector's: the API answers as the projector will judge (schemas/universes.py).
     universes_required: bool
+    # A shop's own tracking hostname -> its universe (ingest/hosts.py): the first-party set-up.
+    first_party_hosts: Mapping[str, str]
     secret: str = field(repr=False)
     api_keys: Mapping[str, str] = field(repr=False)
 
@@ -94,6 +123,9 @@ class EdgeSettings:
             ),
             keepalive_s=env.integer("TRACKER_EDGE_KEEPALIVE_S", 15, minimum=1, maximum=3600),
             universes_required=env.flag("TRACKER_UNIVERSES_REQUIRED", False),
+            first_party_hosts=parse_first_party_hosts(
+                "TRACKER_EDGE_FIRST_PARTY_HOSTS", env.text("TRACKER_EDGE_FIRST_PARTY_HOSTS", ",")
+            ),
             secret=env.secret("TRACKER_SECRET", min_length=32),
             api_keys=parse_api_keys("TRACKER_API_KEYS", env.text("TRACKER_API_KEYS", ",")),
         )

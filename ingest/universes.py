@@ -38,6 +38,10 @@ class EdgeRegistry:
     def universe_of_key(self, key: str) -> str | None:
         return self.reader.registry.universe_of_key(key)
 
+    def window_ms(self, universe: str, default_ms: int) -> int:
+        """The universe's attribution window as registered, else ``default_ms``."""
+        return self.reader.registry.window_ms(universe, default_ms)
+
     def unready_reason(self) -> str | None:
         return None if self.reader.caught_up else "universe registry not read yet"
 

@@ -13,9 +13,10 @@ from typing import Final
 from urllib.parse import unquote
 
 from schemas.amount import MAX_AMOUNT, MAX_DECIMALS, AmountError, canonical, parse_amount
+from schemas.click_token import read_token
 from schemas.events import ClickContext, SaleCall, SaleSource
 from schemas.reasons import MESSAGES, Reason
-from schemas.signing import Link, SignatureError, read_token, safe_target
+from schemas.signing import Link, SignatureError, safe_target
 from schemas.unicode import is_unicode
 
 COOKIE_PREFIX: Final = "trk_"

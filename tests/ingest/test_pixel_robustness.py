@@ -17,7 +17,7 @@ from ingest.settings import EdgeSettings
 from ingest.throttled_log import ThrottledLog
 from rawhttp import RawResponse, exchange, request_head
 from schemas.events import ClickContext
-from schemas.signing import make_token
+from schemas.signing import make_v1_token
 
 SALE = b"/sales.php?universe=demo&amount=10&id="
 
@@ -44,7 +44,7 @@ def one_warning_per_test(monkeypatch: pytest.MonkeyPatch) -> ThrottledLog:
 
 
 def genuine_payload(settings: EdgeSettings) -> str:
-    token = make_token(settings.secret, ClickContext("demo", "c", "k", "l", "", 1, "x"))
+    token = make_v1_token(settings.secret, ClickContext("demo", "c", "k", "l", "", 1, "x"))
     return token.partition(".")[0]
 
 

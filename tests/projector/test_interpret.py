@@ -16,7 +16,7 @@ from projector.interpret import (
 from schemas.events import Click, ClickContext, EventDecodeError, SaleCall, encode
 from schemas.raw import ClickRequest, SaleRequest, encode_raw
 from schemas.rules import DEFAULT_RULES, RAW_KEEP, Rules, sale_call
-from schemas.signing import Link, link_url, make_token
+from schemas.signing import Link, link_url, make_v1_token
 
 SECRET = "s" * 32
 OTHER_SECRET = "o" * 32
@@ -45,7 +45,7 @@ def read(raw: SaleRequest, rules: Rules = DEFAULT_RULES) -> tuple[SaleCall, list
 def token(
     *, universe: str = "demo", at: int = NOW - DAY, click_id: str = "k1", secret: str = SECRET
 ) -> str:
-    return make_token(
+    return make_v1_token(
         secret, ClickContext(universe, "alice", "spring", "hero", "mail", at, click_id)
     )
 

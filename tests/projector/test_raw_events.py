@@ -38,7 +38,7 @@ from scenario import (
 from schemas.events import ClickContext, decode_click, decode_sale
 from schemas.raw import ClickRequest, SaleRequest
 from schemas.rules import Rules
-from schemas.signing import make_token
+from schemas.signing import make_v1_token
 from schemas.topics import Topics, ensure_topics
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -274,7 +274,9 @@ async def test_unverifiable_raw_clicks_and_invalid_raw_calls_become_dead_letters
         event_id="c2", clicked_at_ms=T0, query=click_as_raw_query("another-secret" * 3, "bob")
     )
     # A sale carrying a cookie signed with another secret: counted, without that context.
-    foreign = make_token("another-secret" * 3, ClickContext("demo", "bob", "k", "l", "", T0, "cx"))
+    foreign = make_v1_token(
+        "another-secret" * 3, ClickContext("demo", "bob", "k", "l", "", T0, "cx")
+    )
     sale = SaleRequest(
         event_id="e1", received_at_ms=T0 + DAY_MS, source="pixel",
         query="universe=demo&amount=5&id=t1&customer=alice", cookies=f"trk_demo={foreign}",
