@@ -103,9 +103,12 @@ async def wait_ready(base: str) -> None:
     raise AssertionError("edge not ready")
 
 
-async def load(base: str, count: int, concurrency: int) -> set[str]:
-    """Send ``count`` pixel calls; return the ids of those answered 200."""
-    answered: set[str] = set()
+async def load(
+    base: str, count: int, concurrency: int, answered: set[str] | None = None
+) -> set[str]:
+    """Send ``count`` pixel calls; return the ids of those answered 200 (``answered``, when
+    given, fills as they are answered)."""
+    answered = set() if answered is None else answered
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(count):
         queue.put_nowait(i)
@@ -132,8 +135,13 @@ async def test_sigterm_under_load_publishes_every_answered_call(
     edge = start_edge(env, tmp_path / "edge.log")
     base = f"http://127.0.0.1:{port}"
     await wait_ready(base)
-    loading = asyncio.create_task(load(base, 40_000, 32))
-    await asyncio.sleep(1.0)
+    answered: set[str] = set()
+    loading = asyncio.create_task(load(base, 40_000, 32, answered))
+    # Mid-load by what was answered, not by a fixed pause: a busy machine may answer nothing
+    # in the first second (seen in CI: SIGTERM landed before the first answer).
+    deadline = time.monotonic() + 60
+    while len(answered) < 500 and time.monotonic() < deadline and not loading.done():  # noqa: ASYNC110 - a set another task fills
+        await asyncio.sleep(0.05)
     edge.send_signal(signal.SIGTERM)
     answered = await loading
     assert await asyncio.to_thread(edge.wait, 60) == 0
