@@ -24,11 +24,21 @@ class Result:
     faults: str
     tally: Tally
     notes: list[str] = field(default_factory=list)
+    # A hard kill of the edge may lose what it held in memory: the bound for that scenario.
+    allowed_lost: int = 0
+    # The scenario's own checks beyond the tally (ready in time, nothing restarted, ...).
+    checks: dict[str, bool] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         t = self.tally
-        return t.lost == 0 and t.doubled == 0 and t.extra_calls == 0 and t.exact
+        return (
+            t.lost <= self.allowed_lost
+            and t.doubled == 0
+            and t.extra_calls == 0
+            and t.exact
+            and all(self.checks.values())
+        )
 
 
 def _merge(into: Answered, more: Answered) -> None:
@@ -147,4 +157,5 @@ def edge_sigkill(folder: Path, *, rate: float = 200, duration_s: float = 20) -> 
         f"SIGKILL the edge once during {rate:.0f} sales/s for {duration_s:.0f} s",
         tally,
         [f"loss window: {tally.lost} answered calls, {window_ms:.0f} ms at {rate:.0f}/s"],
+        allowed_lost=int(rate // 2),  # what it held in memory: well under a second of traffic
     )

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -125,6 +126,32 @@ class LocalStack:
         pid = self.wait_running(name)
         os.killpg(pid, sig)
         return pid
+
+    def readyz(self) -> tuple[int, str]:
+        """The edge's /readyz: status and body; (0, why) while it does not answer."""
+        try:
+            with urllib.request.urlopen(self.edge_url + "/readyz", timeout=2) as response:  # noqa: S310
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+        except OSError as e:
+            return 0, str(e)
+
+    def edge_metrics(self) -> dict[str, float]:
+        """The edge's /metrics samples, ``name{labels}`` -> value."""
+        with urllib.request.urlopen(self.edge_url + "/metrics", timeout=5) as response:  # noqa: S310
+            text = response.read().decode()
+        samples = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where the stack's edge keeps its spool (a folder per worker inside)."""
+        return self.settings.data_dir / "spool"
 
     def query(self, sql: str) -> list[list[str]]:
         url = f"{self.settings.clickhouse_url}/?" + urllib.parse.urlencode({"query": sql})

@@ -72,15 +72,34 @@ def rollups_equal(stack: LocalStack, universe: str, total: Decimal, purchases: i
     return counts == {purchases} and sums == {total}
 
 
-def settle(stack: LocalStack, universe: str, answered: Answered, timeout: float = 120.0) -> Tally:
-    """Wait until every answered call is counted (or ``timeout``), then tally."""
+def settle(
+    stack: LocalStack,
+    universe: str,
+    answered: Answered,
+    timeout: float = 120.0,
+    *,
+    stable_s: float | None = None,
+) -> Tally:
+    """Wait until every answered call is counted (or ``timeout``), then tally. With
+    ``stable_s`` (a scenario that may lose calls), also once the tally has not changed for
+    that long."""
     deadline = time.monotonic() + timeout
+    last: tuple[Tally | None, float] = (None, time.monotonic())
     while True:
         try:
             result = tally(stack, universe, answered)
         except OSError:
             result = None  # ClickHouse restarting
         if result is not None and result.lost == 0 and result.exact:
+            return result
+        if result != last[0]:
+            last = (result, time.monotonic())
+        elif (
+            stable_s is not None
+            and result is not None
+            and result.exact
+            and time.monotonic() - last[1] >= stable_s
+        ):
             return result
         if time.monotonic() > deadline:
             if result is None:

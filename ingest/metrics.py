@@ -15,6 +15,17 @@ from prometheus_client import (
 )
 
 from ingest.latency import LatencyHistogram
+from ingest.spool import DISK_ERROR, SPOOL_FULL
+
+# Why an answered call's event was dropped (tracker_edge_events_dropped_total{reason}): memory
+# full while the spool was full or its disk failing, memory full while the spool took events
+# (the publisher fell behind), or the event could not be made (a bug, also counted in
+# tracker_edge_handler_errors_total).
+QUEUE_FULL = "queue_full"
+MAKE_FAILED = "make_failed"
+DROP_REASONS = (SPOOL_FULL, DISK_ERROR, QUEUE_FULL, MAKE_FAILED)
+# The spool's disk operations whose failures are counted (ingest/spool.py).
+SPOOL_OPERATIONS = ("write", "truncate", "rotate", "sync", "cursor", "remove", "read", "check")
 
 # From a pixel handled in ~10 us to an API batch of 1,000 sales; past 1 s is an incident.
 REQUEST_BUCKETS = (
@@ -97,8 +108,33 @@ class EdgeMetrics:
             "tracker_edge_events_spooled", "Events written to the on-disk spool", registry=r
         )
         self.dropped = Counter(
-            "tracker_edge_events_dropped", "Events lost because the spool was full", registry=r
+            "tracker_edge_events_dropped",
+            "Answered calls whose event was dropped, by reason (spool_full, disk_error: memory "
+            "full too; queue_full; make_failed)", ["reason"], registry=r,
+        )  # fmt: skip
+        for reason in DROP_REASONS:
+            self.dropped.labels(reason)
+        self.spool_errors = Counter(
+            "tracker_edge_spool_errors",
+            "Failed disk operations of the spool, by operation (write: a full disk); the "
+            "events stay in memory", ["operation"], registry=r,
+        )  # fmt: skip
+        for operation in SPOOL_OPERATIONS:
+            self.spool_errors.labels(operation)
+        self.late_batches = Counter(
+            "tracker_edge_late_batches",
+            "Batches not acknowledged within TRACKER_EDGE_ACK_DEADLINE_MS (the broker frozen, "
+            "slow or away)", registry=r,
+        )  # fmt: skip
+        self.late_spooled = Counter(
+            "tracker_edge_inflight_copies",
+            "Events of a batch in flight copied to the spool (its acknowledgement late)",
+            registry=r,
         )
+        self.late_copies_skipped = Counter(
+            "tracker_edge_inflight_copies_skipped",
+            "Copies passed over unsent: their batch's late acknowledgement arrived", registry=r,
+        )  # fmt: skip
         self.publish_errors = Counter(
             "tracker_edge_publish_errors", "Failed publish attempts (retried)", registry=r
         )

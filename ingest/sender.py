@@ -1,12 +1,18 @@
 """The publisher's background task: batches to Kafka, acknowledgements, failures to the spool.
 
-One task sends the queue in batches (at most one per linger interval unless a full batch
-waits), then the spool, as one record batch per partition, and waits for the
-acknowledgements; a batch that fails moves to the spool with everything queued after it
-(the backlog's order, ``ingest/backlog.py``). The task is supervised: an unexpected error is
-logged at once, counted, and the task restarted on a fresh producer after a pause that
-doubles while it keeps failing. While closing it keeps sending until the queue and the spool
-are empty; the publisher (``ingest/publisher.py``) bounds that drain.
+One task sends the spool's oldest records, or (once the spool holds none) the queue, in
+batches (at most one per linger interval unless a full batch waits), as one record batch per
+partition, and waits for the acknowledgements. A batch not acknowledged within
+TRACKER_EDGE_ACK_DEADLINE_MS is late: the broker counts as not answering (``/readyz`` 503, and
+the spool task moves memory to the spool at every tick), and a batch from memory is copied to
+the spool while it stays in flight, so that a hard kill loses none of it. Its outcome then
+settles it (``ingest/flight.py``): a copy whose message was delivered after all is passed over
+by the spool's reader, never sent twice; a failed message is sent again from the spool, or, if
+it has no copy there, goes back to memory's head. The backlog's order is kept throughout
+(``ingest/backlog.py``). The task is supervised: an unexpected error is logged at once,
+counted, and the task restarted on a fresh producer after a pause that doubles while it keeps
+failing. While closing it keeps sending until the queue and the spool are empty; the
+publisher (``ingest/publisher.py``) bounds that drain.
 """
 
 from __future__ import annotations
@@ -23,10 +29,12 @@ from aiokafka.errors import KafkaError
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from ingest.backlog import Backlog, Entry
+from ingest.flight import Flight, outcome
 from ingest.message import Message
 from ingest.metrics import EdgeMetrics
 from ingest.partitioner import partition_of
 from ingest.settings import EdgeSettings
+from ingest.throttled_log import ThrottledLog
 from schemas.topics import ensure_topics
 
 # The publisher's log lines keep the logger they always had: logs are searched by it.
@@ -37,9 +45,16 @@ RecordBatches = list[tuple[tuple[str, int], tuple[BatchBuilder, list[Message]]]]
 
 BATCH_MAX = 5000
 BACKOFF_MAX_S = 5.0
-SEND_TIMEOUT_S = 15.0
+# How long a batch may wait for its acknowledgement before it fails and is sent again (Kafka's
+# own default request timeout). Late batches are detected by the much shorter deadline; this
+# is how long a late one keeps its chance to be acknowledged, so that a frozen broker that
+# resumes takes it once instead of once per retry (each retry a copy in the topic).
+REQUEST_TIMEOUT_MS = 30_000
+SEND_TIMEOUT_S = REQUEST_TIMEOUT_MS / 1000 + 10
 CONNECT_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 5.0  # a producer stopped while a batch waits on a frozen broker
 RESTART_BACKOFF_S = 0.5  # the first restart; doubles up to BACKOFF_MAX_S while it keeps failing
+READ_RETRY_S = 1.0  # after the spool could not be read
 
 
 class Sender(Backlog):
@@ -49,13 +64,14 @@ class Sender(Backlog):
         self._producer: AIOKafkaProducer | None = None
         self._restarting = False
         self._restart_backoff = RESTART_BACKOFF_S
+        self._late_log = ThrottledLog(logger, logging.WARNING, "late batches", 10.0)
 
     async def _supervise(self) -> None:
         """Run the publishing loop; an unexpected error restarts it instead of ending it.
 
-        A dead loop would leave every later event in the spool, unsent, while the pixel
-        keeps answering; so the error is logged now (not when the task is awaited at
-        shutdown), counted, and the loop restarted on a fresh producer.
+        A dead loop would leave every later event unsent while the pixel keeps answering;
+        so the error is logged now (not when the task is awaited at shutdown), counted, and
+        the loop restarted on a fresh producer.
         """
         while True:
             try:
@@ -63,11 +79,12 @@ class Sender(Backlog):
                 return
             except Exception:
                 self._restarting = True
-                self._healthy = False  # from now on publish() spools, behind what we spool here
+                self._connected = self._broker_ok = False  # memory goes to the spool meanwhile
                 self._metrics.publisher_restarts.inc()
                 pause = self._restart_backoff
                 logger.exception("the publisher failed; restarting it in %.1fs", pause)
-                self._spool_unsent()
+                self._return_flight()
+                self._spill_now.set()
                 await self._drop_producer()
                 await asyncio.sleep(min(pause, 0.1) if self._closing else pause)
                 self._restart_backoff = min(pause * 2, BACKOFF_MAX_S)
@@ -91,7 +108,7 @@ class Sender(Backlog):
                 compression_type=s.producer_compression,
                 linger_ms=s.producer_linger_ms,
                 max_batch_size=s.producer_batch_bytes,
-                request_timeout_ms=10_000,
+                request_timeout_ms=REQUEST_TIMEOUT_MS,
             )
             try:
                 # Bounded, so that one hung attempt cannot hold the publisher forever.
@@ -102,6 +119,7 @@ class Sender(Backlog):
                 await _stop_quietly(producer)
                 if not isinstance(e, KafkaError | OSError | TimeoutError):
                     raise
+                self._connected = self._broker_ok = False
                 logger.warning("Kafka unreachable (%s); spooling, retry in %.1fs", e, backoff)
                 if self._closing:  # draining: retry often, close() holds the deadline
                     await asyncio.sleep(0.2)
@@ -133,51 +151,111 @@ class Sender(Backlog):
         self._producer = await self._connect()
         if self._producer is None:
             return
-        self._restarting = False  # (re)started and connected: the broker state says the rest
+        self._restarting = False
+        # Connected: the next batch's acknowledgement says whether the broker answers in time.
+        self._connected = self._broker_ok = True
         backoff = 0.2
         loop = asyncio.get_running_loop()
         linger_s = self._settings.producer_linger_ms / 1000
         send_after = 0.0
         while True:
-            if self._queue:
+            if not self._spool.empty():  # older than anything in memory: first
+                flight, progressed = self._read_spool()
+                if flight is None:
+                    if not progressed:  # unreadable (counted and logged): memory waits
+                        await asyncio.sleep(READ_RETRY_S)
+                    continue
+            elif self._queue:
                 # The linger: at most one batch per interval unless a full one is waiting. The
                 # per-batch cost (a produce request, one record batch per partition, its CRC
                 # and compression) then spreads over many events instead of a handful.
                 wait = send_after - loop.time()
                 if wait > 0 and len(self._queue) < BATCH_MAX and not self._closing:
                     await asyncio.sleep(wait)
+                    continue  # the spool task may have moved memory to the spool meanwhile
                 send_after = loop.time() + linger_s
-                batch = [self._queue.popleft() for _ in range(min(BATCH_MAX, len(self._queue)))]
+                flight = Flight([self._queue.popleft() for _ in range(min(BATCH_MAX, self.depth))])
+                if not self._queue:
+                    self._memory_clear_at = time.monotonic()
                 self._metrics.queue_depth.set(len(self._queue))
-                self._in_flight = batch
-                failed = await self._send(batch)
-                self._in_flight = []
-                if failed:
-                    # Keep the order: the failed ones first, then whatever arrived since.
-                    self._healthy = False
-                    self._spool_messages(failed + self._made(self._queue))
-                    self._queue.clear()
-                    backoff = await self._back_off(backoff)
+            else:
+                self._memory_clear_at = time.monotonic()
+                self._restart_backoff = RESTART_BACKOFF_S
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
                 continue
-            if not self._spool.empty():
-                records, cursor = self._spool.read_records(BATCH_MAX)
-                messages = self._decode(records)
-                failed = await self._send(messages) if messages else []
-                if failed:
-                    self._healthy = False
-                    backoff = await self._back_off(backoff)
-                else:
-                    self._spool.acknowledge(cursor)
-                    self._metrics.spool_bytes.set(self._spool.pending_bytes)
-                    backoff = 0.2
-                continue
-            self._healthy = True
-            backoff = 0.2
-            self._restart_backoff = RESTART_BACKOFF_S
-            if self._closing:
-                return
-            self._wakeup.clear()
-            await self._wakeup.wait()
+            if await self._fly(flight):
+                backoff = 0.2
+            else:
+                backoff = await self._back_off(backoff)
+
+    def _read_spool(self) -> tuple[Flight | None, bool]:
+        """The spool's oldest records as a batch to send, and whether the read got anywhere.
+
+        No batch when those read need no sending (damage moved aside, copies delivered
+        already: acknowledged at once), or when the spool could not be read.
+        """
+        start = self._spool.cursor
+        records, cursor = self._spool.read_records(BATCH_MAX)
+        messages, positions = self._decode(records)
+        if messages:
+            return Flight.from_spool(messages, positions, cursor), True
+        if cursor != start or self._spool.empty():
+            self._spool.acknowledge(cursor)
+            self._metrics.spool_bytes.set(self._spool.pending_bytes)
+            return None, True
+        return None, False
+
+    async def _fly(self, flight: Flight) -> bool:
+        """Send a batch and settle its outcome; whether all of it was delivered.
+
+        Not acknowledged within the deadline, it is late (:meth:`_late`) and waits on for its
+        outcome: a frozen broker that resumes acknowledges it once, instead of once per retry.
+        """
+        self._flight = flight
+        sending = asyncio.ensure_future(self._send(flight.entries))
+        try:
+            await asyncio.wait({sending}, timeout=self._deadline_s)
+            if not sending.done():
+                self._late(flight)
+            failed = await sending  # an unexpected error: _supervise puts the batch back
+        finally:
+            if not sending.done():  # this task was cancelled (close's drain deadline)
+                sending.cancel()
+        self._settle(flight, failed)
+        return not failed
+
+    def _late(self, flight: Flight) -> None:
+        flight.late = True
+        self._broker_ok = False
+        self._metrics.late_batches.inc()
+        self._late_log.log(
+            "no acknowledgement within %.1fs for a batch of %d events%s: the broker counts as "
+            "not answering, new events go to the spool",
+            self._deadline_s, len(flight.entries),
+            "; copying it to the spool while it stays in flight" if flight.from_memory else "",
+        )  # fmt: skip
+        self._spill_now.set()
+
+    def _settle(self, flight: Flight, failed: list[Message]) -> None:
+        """Act on a batch's outcome: acknowledge in the spool what was delivered, put back at
+        memory's head what failed and has no copy in the spool."""
+        self._flight = None
+        if flight.cursor is not None and not failed:
+            self._spool.acknowledge(flight.cursor)
+        else:
+            done = outcome(flight, failed)
+            if done.delivered_copies:
+                self._spool.acknowledge_records(done.delivered_copies)
+                if flight.from_memory:
+                    self._metrics.late_copies_skipped.inc(len(done.delivered_copies))
+            self._queue.extendleft(reversed(done.back_to_memory))
+        self._metrics.spool_bytes.set(self._spool.pending_bytes)
+        self._broker_ok = not failed and not flight.late
+        if failed:
+            self._spill_now.set()
 
     async def _back_off(self, backoff: float) -> float:
         self._metrics.publish_errors.inc()
@@ -203,6 +281,8 @@ class Sender(Backlog):
         producer = self._producer
         started = time.perf_counter()
         made, record_batches = await self._record_batches(batch)
+        if self._flight is not None and self._flight.entries is batch:
+            self._flight.made = made  # from now on the spool task can copy it
         sends: list[tuple[list[Message], asyncio.Future[object]]] = []
         try:
             for (topic, partition), (builder, chunk) in record_batches:
@@ -276,7 +356,7 @@ async def _stop_quietly(producer: AIOKafkaProducer) -> None:
     (an unclosed producer is found by the garbage collector much later, in someone else's
     code), then goes on.
     """
-    stopping = asyncio.ensure_future(asyncio.wait_for(producer.stop(), timeout=SEND_TIMEOUT_S))
+    stopping = asyncio.ensure_future(asyncio.wait_for(producer.stop(), timeout=STOP_TIMEOUT_S))
     try:
         await asyncio.shield(stopping)
     except asyncio.CancelledError:

@@ -78,6 +78,9 @@ class EdgeSettings:
     spool_dir: Path
     spool_max_bytes: int
     spool_sync_ms: int
+    # A batch not acknowledged within this is late: the broker counts as not answering, and
+    # the batch is copied to the spool while it stays in flight (ingest/sender.py).
+    ack_deadline_ms: int
     attribution_window_ms: int
     trusted_proxy_hops: int
     header_timeout_s: int
@@ -112,6 +115,9 @@ class EdgeSettings:
             spool_dir=Path(env.text("TRACKER_EDGE_SPOOL_DIR", ".data/spool")),
             spool_max_bytes=env.integer("TRACKER_EDGE_SPOOL_MAX_MB", 1024, minimum=1) * 2**20,
             spool_sync_ms=env.integer("TRACKER_EDGE_SPOOL_SYNC_MS", 100, minimum=1, maximum=5000),
+            ack_deadline_ms=env.integer(
+                "TRACKER_EDGE_ACK_DEADLINE_MS", 1000, minimum=50, maximum=60_000
+            ),
             attribution_window_ms=env.integer(
                 "TRACKER_ATTRIBUTION_WINDOW_DAYS", 30, minimum=1, maximum=3650
             )

@@ -1,21 +1,24 @@
 """An append-only, bounded, rotated on-disk spool of messages the broker could not take yet.
 
 Segments are files named by a growing sequence number. The file name carries the format
-version: ``<n>.v2.spool`` holds checksummed frames
+version (``ingest/spool_format.py``): ``<n>.v2.spool`` holds checksummed frames, ``<n>.spool``
+the format before it, still read so that nothing spooled before an upgrade is lost; new
+records always go to a v2 segment. The version lives in the name, not in a header, so that
+no corruption of a file's bytes can make it read as the other format, and an older edge
+ignores the new segments instead of misreading them.
 
-    magic (4 bytes, FRAME_MAGIC) | length (4, big-endian) | crc32 of length+payload (4) | payload
+Appends are written through (a process killed after ``append`` returned loses none of them)
+and made durable by ``sync`` (fsync), which the publisher calls every
+TRACKER_EDGE_SPOOL_SYNC_MS. Reading starts at a cursor (segment, byte offset) rewritten in
+place after every acknowledged batch (``ingest/spool_cursor.py``), and every segment read to
+its end is deleted at once. After a hard kill, a record whose acknowledgement was not yet
+recorded is sent again: the projector's dedupe absorbs it.
 
-and ``<n>.spool`` is the format before it (``length (4 bytes, big-endian) | payload``), still
-read so that nothing spooled before an upgrade is lost; new records always go to a v2
-segment. The version lives in the name, not in a header, so that no corruption of a file's
-bytes can make it read as the other format, and an older edge ignores the new segments
-instead of misreading them.
-
-Appends are buffered and made durable by ``sync`` (fsync), which the publisher calls every
-TRACKER_EDGE_SPOOL_SYNC_MS. Reading starts at a cursor (segment, byte offset) persisted by
-atomic rename after every acknowledged batch, and finished segments are deleted. After a
-hard kill, a record whose acknowledgement was not yet recorded is sent again: the
-projector's dedupe absorbs it.
+The disk failing is never an exception. ``append`` writes what the bound (``max_bytes``) and
+the disk allow, cuts a frame the disk took only part of, and says how many it wrote and why
+it stopped (:class:`Refusal`); a failed fsync, rotation, cursor write or read is reported
+through ``on_disk_error(operation, error)`` and the spool goes on (a cursor that could not
+be written is kept in memory and written with the next acknowledgement).
 
 Damage never stops the reader. At start-up every unacknowledged segment is checked: a torn
 or corrupt tail (nothing valid after it: a crash mid-append) is cut off; corrupt bytes with
@@ -28,55 +31,41 @@ through ``on_damage(kind, bytes)``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import mmap
 import os
-import re
-import struct
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Final, TypeAlias
+from typing import Final, TypeAlias
+
+from ingest.spool_cursor import Cursor, CursorFile
+from ingest.spool_format import (
+    CURRENT_VERSION,
+    Damage,
+    Data,
+    encode_frame,
+    parse_segment_name,
+    scan,
+    segment_name,
+    whole_frames,
+)
 
 logger = logging.getLogger(__name__)
 
 SEGMENT_BYTES: Final = 64 * 2**20
-# 0xFE never occurs in UTF-8, so the JSON events we spool cannot contain the marker.
-FRAME_MAGIC: Final = b"\xfe\xedSP"
-_HEAD: Final = struct.Struct(">4sII")  # magic, length, crc32(length + payload)
-_LENGTH: Final = struct.Struct(">I")
-CURRENT_VERSION: Final = 2
-_SEGMENT_NAME: Final = re.compile(r"(\d+)(?:\.v(\d+))?\.spool")
+
+# Why an append stopped short (also the reasons the publisher counts dropped events under).
+SPOOL_FULL: Final = "spool_full"
+DISK_ERROR: Final = "disk_error"
 
 TORN_TAIL: Final = "torn_tail"
 CORRUPT_FRAME: Final = "corrupt_frame"
 BAD_RECORD: Final = "bad_record"
 
-Data: TypeAlias = bytes | mmap.mmap
 DamageHandler: TypeAlias = Callable[[str, int], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Cursor:
-    segment: int
-    offset: int
-
-
-@dataclass(frozen=True, slots=True)
-class Frame:
-    offset: int
-    end: int
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Damage:
-    """Bytes ``[offset, end)`` that are no frame; ``torn`` when no valid frame follows."""
-
-    offset: int
-    end: int
-    torn: bool
+DiskErrorHandler: TypeAlias = Callable[[str, OSError], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,89 +84,21 @@ class Segment:
     path: Path
 
 
-class SpoolFull(Exception):
-    """The spool reached its size bound; the caller counts and logs the loss."""
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why the spool took fewer payloads than it was given: SPOOL_FULL or DISK_ERROR."""
+
+    reason: str
+    detail: str
 
 
-# -- the format (pure) --------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """What an append wrote: where each payload written lies (the first ``len(positions)``
+    given, in order), and why it stopped short of the others, if it did."""
 
-
-def encode_frame(payload: bytes) -> bytes:
-    length = _LENGTH.pack(len(payload))
-    return FRAME_MAGIC + length + _LENGTH.pack(zlib.crc32(payload, zlib.crc32(length))) + payload
-
-
-def segment_name(number: int, version: int = CURRENT_VERSION) -> str:
-    return f"{number:012d}.spool" if version == 1 else f"{number:012d}.v{version}.spool"
-
-
-def parse_segment_name(name: str) -> tuple[int, int] | None:
-    """(number, version) of a segment file name, None for any other file."""
-    match = _SEGMENT_NAME.fullmatch(name)
-    if match is None:
-        return None
-    return int(match[1]), int(match[2] or 1)
-
-
-def scan(data: Data, start: int, version: int) -> Iterator[Frame | Damage]:
-    """The frames and the damaged ranges of a segment's bytes from ``start``, in order."""
-    return _scan_v2(data, start) if version >= 2 else _scan_v1(data, start)
-
-
-def _frame_at(data: Data, at: int) -> Frame | None:
-    """The intact v2 frame starting at ``at``, if there is one."""
-    if at + _HEAD.size > len(data):
-        return None
-    magic, length, crc = _HEAD.unpack_from(data, at)
-    end = at + _HEAD.size + length
-    if magic != FRAME_MAGIC or end > len(data):
-        return None
-    payload = data[at + _HEAD.size : end]
-    if zlib.crc32(payload, zlib.crc32(data[at + 4 : at + 8])) != crc:
-        return None
-    return Frame(at, end, payload)
-
-
-def _next_frame(data: Data, start: int) -> int | None:
-    """Where the next intact v2 frame at or after ``start`` begins."""
-    at = data.find(FRAME_MAGIC, start)
-    while at != -1:
-        if _frame_at(data, at) is not None:
-            return at
-        at = data.find(FRAME_MAGIC, at + 1)
-    return None
-
-
-def _scan_v2(data: Data, start: int) -> Iterator[Frame | Damage]:
-    position, size = start, len(data)
-    while position < size:
-        frame = _frame_at(data, position)
-        if frame is not None:
-            yield frame
-            position = frame.end
-            continue
-        resume = _next_frame(data, position + 1)
-        if resume is None:
-            yield Damage(position, size, torn=True)
-            return
-        yield Damage(position, resume, torn=False)
-        position = resume
-
-
-def _scan_v1(data: Data, start: int) -> Iterator[Frame | Damage]:
-    # No checksum and no marker: nothing to resynchronise on, only a tail can be told torn.
-    position, size = start, len(data)
-    while position < size:
-        if position + _LENGTH.size > size:
-            yield Damage(position, size, torn=True)
-            return
-        (length,) = _LENGTH.unpack_from(data, position)
-        end = position + _LENGTH.size + length
-        if end > size:
-            yield Damage(position, size, torn=True)
-            return
-        yield Frame(position, end, data[position + _LENGTH.size : end])
-        position = end
+    positions: list[Cursor]
+    refusal: Refusal | None
 
 
 # -- the spool ----------------------------------------------------------------------------------
@@ -185,6 +106,10 @@ def _scan_v1(data: Data, start: int) -> Iterator[Frame | Damage]:
 
 def _ignore_damage(kind: str, size: int) -> None:
     pass
+
+
+def _log_disk_error(operation: str, error: OSError) -> None:
+    logger.error("spool %s failed: %s", operation, error)
 
 
 class Spool:
@@ -195,32 +120,52 @@ class Spool:
         max_bytes: int,
         segment_bytes: int = SEGMENT_BYTES,
         on_damage: DamageHandler = _ignore_damage,
+        on_disk_error: DiskErrorHandler = _log_disk_error,
     ):
         self.directory = directory
         self.quarantine_dir = directory / "damaged"
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
         self._on_damage = on_damage
+        self._on_disk_error = on_disk_error
         # (segment, offset) of damage already moved aside: a re-read does not count it again.
         self._moved_aside: set[tuple[int, int]] = set()
-        directory.mkdir(parents=True, exist_ok=True)
-        self._cursor = self._load_cursor()
+        # Records acknowledged out of order (ahead of the cursor): the reader passes over them.
+        self._done: set[Cursor] = set()
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # appends fail, and say so, until it can be made
+            on_disk_error("mkdir", e)
+        with contextlib.suppress(OSError):
+            (directory / "cursor.tmp").unlink(missing_ok=True)  # left by versions that renamed
+        self._cursor_file = CursorFile(directory / "cursor")
+        self._cursor = self._cursor_file.load()
+        try:  # made now, while the disk has room: rewriting it later needs none
+            self._cursor_file.store(self._cursor)
+        except OSError as e:  # retried at each acknowledgement
+            on_disk_error("cursor", e)
         self._check_segments()
         segments = self._segments()
         # Always a fresh segment: never append v2 frames to an old-format file, and never
         # reuse the number of a drained (deleted) segment the cursor still points into.
         last = max([self._cursor.segment, *(s.number for s in self._all_segments())])
         self._write_segment = last + 1
-        self._writer: BinaryIO | None = None
+        self._fd: int | None = None  # the write segment, opened at the first append
+        self._write_end = 0  # its length
         self._dirty = False
-        self._size = sum(s.path.stat().st_size - self._start(s) for s in segments)
+        self._size = sum(max(_size_of(s.path) - self._start(s), 0) for s in segments)
 
     # -- state --------------------------------------------------------------------------------
 
     @property
     def pending_bytes(self) -> int:
-        """Bytes appended and not yet acknowledged."""
+        """Bytes on disk not yet acknowledged."""
         return max(self._size, 0)
+
+    @property
+    def cursor(self) -> Cursor:
+        """Where the next read starts."""
+        return self._cursor
 
     def empty(self) -> bool:
         return self.pending_bytes == 0
@@ -244,14 +189,6 @@ class Spool:
         """Where the unacknowledged bytes of ``segment`` begin."""
         return self._cursor.offset if segment.number == self._cursor.segment else 0
 
-    def _load_cursor(self) -> Cursor:
-        path = self.directory / "cursor"
-        try:
-            segment, offset = path.read_text().split()
-            return Cursor(int(segment), int(offset))
-        except (OSError, ValueError):
-            return Cursor(0, 0)
-
     # -- the start-up check -------------------------------------------------------------------
 
     def _check_segments(self) -> None:
@@ -261,22 +198,28 @@ class Spool:
                 # Written by a newer edge (a rollback): left untouched for it, never misread.
                 logger.error("spool segment %s has a format this version cannot read", segment.path)
                 continue
-            if segment.number < self._cursor.segment:
-                segment.path.unlink()  # acknowledged; a crash came before its deletion
-                continue
-            start = self._start(segment)
-            cut: Damage | None = None
-            with _mapped(segment.path) as data:
-                for item in scan(data, start, segment.version):
-                    if isinstance(item, Damage):
-                        if item.torn:
-                            cut = item
-                        else:
-                            self._move_aside(segment, item, data)
-            if cut is not None:
-                self._cut_tail(segment, cut)
-            if segment.path.stat().st_size <= start:
-                segment.path.unlink()  # nothing unacknowledged left in it
+            try:
+                self._check_segment(segment)
+            except OSError as e:  # the reader reports it again when it gets there
+                self._on_disk_error("check", e)
+
+    def _check_segment(self, segment: Segment) -> None:
+        if segment.number < self._cursor.segment:
+            segment.path.unlink()  # acknowledged; a crash came before its deletion
+            return
+        start = self._start(segment)
+        cut: Damage | None = None
+        with _mapped(segment.path) as data:
+            for item in scan(data, start, segment.version):
+                if isinstance(item, Damage):
+                    if item.torn:
+                        cut = item
+                    else:
+                        self._move_aside(segment, item, data)
+        if cut is not None:
+            self._cut_tail(segment, cut)
+        if segment.path.stat().st_size <= start:
+            segment.path.unlink()  # nothing unacknowledged left in it
 
     def _cut_tail(self, segment: Segment, damage: Damage) -> None:
         with segment.path.open("r+b") as f:
@@ -326,43 +269,128 @@ class Spool:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def append(self, payload: bytes) -> None:
-        if self.full():
-            raise SpoolFull(f"spool {self.directory} holds {self.pending_bytes} bytes")
-        if self._writer is None or self._writer.tell() >= self.segment_bytes:
-            self._rotate()
-        assert self._writer is not None
-        frame = encode_frame(payload)
-        self._writer.write(frame)
-        self._size += len(frame)
-        self._dirty = True
+    def append(self, payloads: Sequence[bytes]) -> Appended:
+        """Write ``payloads`` in order, as many as the bound and the disk take; never raises.
+
+        Each is written through before this returns (a killed process keeps it; fsync at the
+        next ``sync``). A payload is taken while the spool holds less than ``max_bytes``.
+        """
+        positions: list[Cursor] = []
+        while len(positions) < len(payloads):
+            if self._size >= self.max_bytes:
+                detail = f"{self.pending_bytes} bytes pending, the bound is {self.max_bytes}"
+                return Appended(positions, Refusal(SPOOL_FULL, detail))
+            if self._fd is None or self._write_end >= self.segment_bytes:
+                error = self._rotate()
+                if error is not None:
+                    return Appended(positions, Refusal(DISK_ERROR, f"new segment: {error}"))
+            written, error = self._write(self._frames(payloads[len(positions) :]))
+            positions += written
+            if error is not None:
+                return Appended(positions, Refusal(DISK_ERROR, f"write: {error}"))
+        return Appended(positions, None)
+
+    def _frames(self, payloads: Sequence[bytes]) -> list[bytes]:
+        """The frames of the first payloads that go into the current segment: one at least,
+        more while the spool stays under its bound and the segment under its size."""
+        frames: list[bytes] = []
+        total = 0
+        for payload in payloads:
+            if frames and (
+                self._size + total >= self.max_bytes
+                or self._write_end + total >= self.segment_bytes
+            ):
+                break
+            frames.append(encode_frame(payload))
+            total += len(frames[-1])
+        return frames
+
+    def _write(self, frames: list[bytes]) -> tuple[list[Cursor], OSError | None]:
+        """Write frames to the current segment: where those written whole lie, and the error
+        that stopped the others. A frame the disk took only part of is cut off again."""
+        assert self._fd is not None
+        data = memoryview(b"".join(frames))
+        done = 0
+        error: OSError | None = None
+        try:
+            while done < len(data):
+                n = os.write(self._fd, data[done:])
+                if n <= 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                done += n
+        except OSError as e:
+            error = e
+            self._on_disk_error("write", e)
+        count = whole_frames(map(len, frames), done)
+        positions, end = [], 0
+        for frame in frames[:count]:
+            positions.append(Cursor(self._write_segment, self._write_end + end))
+            end += len(frame)
+        kept = end
+        if done > end:
+            try:
+                os.ftruncate(self._fd, self._write_end + end)
+            except OSError as e:
+                # The partial frame stays: the reader passes it as damage. No frame may follow
+                # it in this segment, so the next append starts a new one.
+                self._on_disk_error("truncate", e)
+                kept = done
+                self._close_writer()
+                self._write_segment += 1
+        self._write_end += kept
+        self._size += kept
+        self._dirty = self._dirty or end > 0
+        return positions, error
 
     def _path(self, segment: int) -> Path:
         return self.directory / segment_name(segment)
 
-    def _rotate(self) -> None:
-        if self._writer is not None:
+    def _rotate(self) -> OSError | None:
+        if self._fd is not None:
             self._sync_writer()
-            self._writer.close()
+            self._close_writer()
             self._write_segment += 1
-        self._writer = self._path(self._write_segment).open("ab")
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+            self._fd = os.open(self._path(self._write_segment), flags, 0o644)
+            self._write_end = os.fstat(self._fd).st_size
+        except OSError as e:
+            self._on_disk_error("rotate", e)
+            self._close_writer()
+            return e
+        return None
 
     def _sync_writer(self) -> None:
-        assert self._writer is not None
-        self._writer.flush()
-        os.fsync(self._writer.fileno())
+        assert self._fd is not None
+        try:
+            os.fsync(self._fd)
+        except OSError as e:  # retried at the next sync; the bytes stay readable meanwhile
+            self._on_disk_error("sync", e)
+            return
+        self._dirty = False
+
+    def _close_writer(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError as e:
+                self._on_disk_error("close", e)
 
     def sync(self) -> None:
         """Make every append so far durable."""
-        if self._dirty and self._writer is not None:
+        if self._dirty and self._fd is not None:
             self._sync_writer()
-            self._dirty = False
 
     def close(self) -> None:
-        if self._writer is not None:
+        if self._fd is not None:
             self.sync()
-            self._writer.close()
-            self._writer = None
+            self._close_writer()
+        try:
+            self._cursor_file.close()
+        except OSError as e:
+            self._on_disk_error("close", e)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -374,27 +402,35 @@ class Spool:
     def read_records(self, max_records: int) -> tuple[list[Record], Cursor]:
         """Up to ``max_records`` oldest unacknowledged records, and the cursor after them.
 
-        Damage on the way is moved aside and passed: the cursor goes beyond it.
+        Damage on the way is moved aside and passed, and so are records acknowledged out of
+        order: the cursor goes beyond them. A segment that cannot be read is reported; the
+        records before it come back, and the cursor stops there.
         """
-        self.sync()  # what we hand out must be what survives a crash
         records: list[Record] = []
         cursor = self._cursor
         pending = 0
+        done = self._done
         for segment in self._segments():
             if segment.number < cursor.segment:
                 continue
             start = self._start(segment)
             end = start
-            with _mapped(segment.path) as data:
-                pending += max(len(data) - start, 0)
-                for item in scan(data, start, segment.version):
-                    end = item.end
-                    if isinstance(item, Damage):
-                        self._move_aside(segment, item, data)
-                        continue
-                    records.append(Record(segment.number, item.offset, item.payload))
-                    if len(records) >= max_records:
-                        return records, Cursor(segment.number, end)
+            try:
+                with _mapped(segment.path) as data:
+                    pending += max(len(data) - start, 0)
+                    for item in scan(data, start, segment.version):
+                        end = item.end
+                        if isinstance(item, Damage):
+                            self._move_aside(segment, item, data)
+                            continue
+                        if done and Cursor(segment.number, item.offset) in done:
+                            continue
+                        records.append(Record(segment.number, item.offset, item.payload))
+                        if len(records) >= max_records:
+                            return records, Cursor(segment.number, end)
+            except OSError as e:
+                self._on_disk_error("read", e)
+                return records, Cursor(segment.number, end)
             cursor = Cursor(segment.number, end)
         # Read to the end: recount what is pending from the files themselves, so that a count
         # gone wrong (a file changed under us) cannot leave bytes no read ever passes, which
@@ -403,30 +439,53 @@ class Spool:
         return records, cursor
 
     def acknowledge(self, cursor: Cursor) -> None:
-        """Everything before ``cursor`` reached the broker: persist it, drop finished files."""
+        """Everything before ``cursor`` reached the broker: record it, and delete at once every
+        segment read to its end."""
         consumed = 0
+        finished: list[Segment] = []
         for segment in self._segments():
             if segment.number > cursor.segment:
                 break
-            start = self._start(segment)
+            start, size = self._start(segment), _size_of(segment.path)
             if segment.number < cursor.segment:
-                consumed += max(segment.path.stat().st_size - start, 0)
-                if segment.number != self._write_segment:
-                    segment.path.unlink()
+                consumed += max(size - start, 0)
+                finished.append(segment)
             else:
-                consumed += cursor.offset - start
+                consumed += max(cursor.offset - start, 0)
+                if cursor.offset >= size:
+                    finished.append(segment)
         self._cursor = cursor
         self._size -= consumed
-        tmp = self.directory / "cursor.tmp"
-        tmp.write_text(f"{cursor.segment} {cursor.offset}")
-        os.replace(tmp, self.directory / "cursor")
-        if self._size <= 0 and self._writer is not None and cursor.segment == self._write_segment:
-            # Fully drained: start a fresh segment so the old one can go.
-            self._writer.close()
-            self._writer = None
-            self._path(self._write_segment).unlink(missing_ok=True)
+        if self._done:
+            self._done = {p for p in self._done if p >= cursor}
+        try:
+            self._cursor_file.store(cursor)
+        except OSError as e:  # kept in memory, written with the next acknowledgement
+            self._on_disk_error("cursor", e)
+        if self._fd is not None and cursor >= Cursor(self._write_segment, self._write_end):
+            # Fully drained: the next append starts a fresh segment, so this one can go now.
+            self._close_writer()
             self._write_segment += 1
             self._size = 0
+        for segment in finished:
+            if segment.number < self._write_segment:  # never the one being written
+                try:
+                    segment.path.unlink(missing_ok=True)
+                except OSError as e:
+                    self._on_disk_error("remove", e)
+
+    def acknowledge_records(self, positions: Iterable[Cursor]) -> None:
+        """Records that reached the broker out of order (copies spooled while their batch was
+        in flight, acknowledged late): the reader passes over them. Kept in memory only:
+        after a restart they are sent again, and the projector's dedupe absorbs them."""
+        self._done.update(p for p in positions if p >= self._cursor)
+
+
+def _size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from chaos.gray_scenarios import frozen_broker_edge_kill, frozen_broker_then_load, spool_limit
 from chaos.scenarios import Result, edge_sigkill, edge_workers, kills_under_stream, restart_cycles
 
 
@@ -51,3 +52,38 @@ def test_an_edge_sigkill_loses_only_what_it_had_not_handed_to_kafka(
     assert result.tally.doubled == 0, explain(result)
     assert result.tally.lost <= rate // 2, explain(result)
     assert result.tally.exact, explain(result)
+
+
+# -- gray failures (issue 27): a frozen broker, a spool that takes no more ---------------------
+
+
+@pytest.mark.parametrize("limit", ["disk", "bound"])
+def test_a_spool_that_takes_no_more_under_a_frozen_broker_loses_nothing_and_restarts_nothing(
+    tmp_path: Path, limit: str
+) -> None:
+    # "disk": the spool on a real 1 MiB tmpfs, filled up; "bound": TRACKER_EDGE_SPOOL_MAX_MB=1.
+    # 6,000 events arrive during the freeze, about 1.6 MB spooled: memory holds the rest.
+    result = spool_limit(tmp_path, limit=limit, rate=300, before_s=3, freeze_s=20, after_s=7)
+    assert result.tally.answered >= 8500, explain(result)
+    assert result.checks and result.ok, explain(result)
+
+
+def test_an_edge_sigkill_3s_into_a_broker_freeze_loses_at_most_half_a_second_of_traffic(
+    tmp_path: Path,
+) -> None:
+    result = frozen_broker_edge_kill(
+        tmp_path, rate=200, before_s=4, kill_after_s=3, freeze_s=6, after_s=8
+    )
+    # Before, the edge held the whole freeze in memory (issue 27: 8 s of traffic lost).
+    assert result.tally.answered >= 2500, explain(result)
+    assert result.tally.lost <= 100, explain(result)
+    assert result.ok, explain(result)
+
+
+def test_the_edge_is_ready_within_10s_of_a_frozen_broker_resuming_under_steady_load(
+    tmp_path: Path,
+) -> None:
+    result = frozen_broker_then_load(tmp_path, rate=200, before_s=3, freeze_s=10, after_s=20)
+    # Before, it stayed unready for as long as the load lasted, every event spooled.
+    assert result.tally.answered >= 6000, explain(result)
+    assert result.checks and result.ok, explain(result)

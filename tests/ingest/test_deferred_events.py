@@ -13,6 +13,7 @@ from aiokafka.errors import KafkaTimeoutError
 
 from helpers import eventually, read_topic
 from ingest.backlog import MAKE_STEPS, Backlog, Entry
+from ingest.flight import Flight
 from ingest.message import Message
 from ingest.metrics import EdgeMetrics
 from ingest.pixel import Carried, call_message
@@ -88,8 +89,8 @@ async def test_a_batch_taken_but_not_sent_is_spooled_in_order_as_it_would_have_b
     entries: list[Entry] = [(make, carried, "sales") for carried in calls]
     # Half the batch in flight (taken by the publishing task, made, not acknowledged), half
     # still queued: the task fails, and both go to the spool, in flight first.
-    queue._in_flight = entries[:5]
-    sent = [m async for _, step in queue._made_in_steps(queue._in_flight) for m in step]
+    sent = [m async for _, step in queue._made_in_steps(entries[:5]) for m in step]
+    queue._flight = Flight(entries[:5], made=sent)
     queue._queue.extend(entries[5:])
     queue._spool_unsent()
     try:

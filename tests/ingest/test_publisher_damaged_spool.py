@@ -14,7 +14,8 @@ import aiohttp
 from helpers import eventually, metrics_text, read_topic, running_edge, sales_as_read, sample
 from ingest.message import Message
 from ingest.settings import EdgeSettings
-from ingest.spool import Spool, encode_frame
+from ingest.spool import Spool
+from ingest.spool_format import encode_frame
 from schemas.events import SaleCall, encode
 
 
@@ -35,7 +36,7 @@ def spool_dir(settings: EdgeSettings) -> Path:
 def write_spool(directory: Path, records: list[bytes]) -> Path:
     spool = Spool(directory, max_bytes=10_000_000)
     for record in records:
-        spool.append(record)
+        spool.append([record])
     spool.close()
     return max(directory.glob("*.spool"))
 

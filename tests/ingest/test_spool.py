@@ -1,3 +1,4 @@
+import errno
 import struct
 import tempfile
 from pathlib import Path
@@ -6,13 +7,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.spool import Spool, SpoolFull, encode_frame
+from chaos.disk import segments_bytes, small_filesystem
+from ingest.spool import DISK_ERROR, SPOOL_FULL, Spool
+from ingest.spool_cursor import CURSOR_BYTES, CursorFile
+from ingest.spool_format import encode_frame
 
 
 def test_records_come_back_in_order_and_acknowledged_ones_are_gone(tmp_path: Path) -> None:
     spool = Spool(tmp_path, max_bytes=10_000)
     for i in range(5):
-        spool.append(f"r{i}".encode())
+        spool.append([f"r{i}".encode()])
     records, cursor = spool.read(3)
     assert records == [b"r0", b"r1", b"r2"]
     spool.acknowledge(cursor)
@@ -27,7 +31,7 @@ def test_records_come_back_in_order_and_acknowledged_ones_are_gone(tmp_path: Pat
 def test_a_restart_resumes_after_the_last_acknowledged_record(tmp_path: Path) -> None:
     spool = Spool(tmp_path, max_bytes=10_000)
     for i in range(4):
-        spool.append(f"r{i}".encode())
+        spool.append([f"r{i}".encode()])
     _, cursor = spool.read(2)
     spool.acknowledge(cursor)
     spool.close()
@@ -39,7 +43,7 @@ def test_a_restart_resumes_after_the_last_acknowledged_record(tmp_path: Path) ->
 
 def test_a_frame_torn_by_a_crash_is_not_read(tmp_path: Path) -> None:
     spool = Spool(tmp_path, max_bytes=10_000)
-    spool.append(b"whole")
+    spool.append([b"whole"])
     spool.close()
     segment = next(tmp_path.glob("*.spool"))
     with segment.open("ab") as f:
@@ -52,7 +56,7 @@ def test_a_frame_torn_by_a_crash_is_not_read(tmp_path: Path) -> None:
 def test_segments_rotate_and_drained_ones_are_deleted(tmp_path: Path) -> None:
     spool = Spool(tmp_path, max_bytes=100_000, segment_bytes=100)
     for i in range(50):
-        spool.append(b"x" * 20 + str(i).encode())
+        spool.append([b"x" * 20 + str(i).encode()])
     assert len(list(tmp_path.glob("*.spool"))) > 5
     while not spool.empty():
         _, cursor = spool.read(7)
@@ -63,10 +67,12 @@ def test_segments_rotate_and_drained_ones_are_deleted(tmp_path: Path) -> None:
 
 def test_the_spool_is_bounded(tmp_path: Path) -> None:
     spool = Spool(tmp_path, max_bytes=100)
-    with pytest.raises(SpoolFull):
-        for _ in range(20):
-            spool.append(b"y" * 10)
+    appended = spool.append([b"y" * 10] * 20)
+    # Taken while under the bound: 5 frames of 22 bytes (110), the 6th refused.
+    assert len(appended.positions) == 5
+    assert appended.refusal is not None and appended.refusal.reason == SPOOL_FULL
     assert spool.full()
+    assert spool.append([b"z"]).positions == []
     spool.close()
 
 
@@ -87,7 +93,7 @@ def write_records(directory: Path, payloads: list[bytes]) -> Path:
     """A closed spool holding ``payloads``; returns its one segment."""
     spool = Spool(directory, max_bytes=10_000_000)
     for payload in payloads:
-        spool.append(payload)
+        spool.append([payload])
     spool.close()
     (segment,) = directory.glob("*.spool")
     return segment
@@ -122,7 +128,7 @@ def test_a_torn_tail_is_cut_counted_and_logged_and_later_appends_are_read(
         f"spool segment {segment}: torn tail cut at offset {intact} ({len(torn)} bytes;"
         " a crash mid-append)"
     ]
-    reopened.append(b"after the restart")
+    reopened.append([b"after the restart"])
     assert read_all(reopened) == [b"r0", b"r1", b"after the restart"]
     assert not (tmp_path / "damaged").exists()  # a torn append holds nothing worth keeping
     reopened.close()
@@ -155,7 +161,7 @@ def test_damage_appearing_after_start_is_moved_aside_too(tmp_path: Path) -> None
     damages = Damages()
     spool = Spool(tmp_path, max_bytes=10_000, on_damage=damages)
     for payload in (b"r0", b"r1", b"r2"):
-        spool.append(payload)
+        spool.append([payload])
     spool.sync()
     (segment,) = tmp_path.glob("*.spool")
     with segment.open("r+b") as f:  # the disk changed r1 under the running spool
@@ -185,7 +191,7 @@ def test_segments_of_the_previous_format_are_still_read_then_new_ones_after_them
     damages = Damages()
     spool = Spool(tmp_path, max_bytes=10_000, on_damage=damages)
     assert damages.seen == [("torn_tail", 8)]
-    spool.append(b"new0")
+    spool.append([b"new0"])
     # New records never go into an old-format segment: the version is in the file's name.
     assert sorted(p.name for p in tmp_path.glob("*.spool")) == [
         first.name, second.name, "000000000003.v2.spool",
@@ -200,12 +206,12 @@ def test_a_restart_after_a_full_drain_reads_every_new_record(tmp_path: Path) -> 
     # segment reusing that number would be read from the stale offset, mid-frame.
     spool = Spool(tmp_path, max_bytes=10_000)
     for i in range(3):
-        spool.append(b"drained %d" % i)
+        spool.append([b"drained %d" % i])
     assert len(read_all(spool)) == 3
     spool.close()
     reopened = Spool(tmp_path, max_bytes=10_000)
     for i in range(10):
-        reopened.append(b"x%d" % i)
+        reopened.append([b"x%d" % i])
     assert read_all(reopened) == [b"x%d" % i for i in range(10)]
     reopened.close()
 
@@ -244,7 +250,7 @@ def test_random_corruption_never_raises_and_never_passes_for_a_record(
 def test_a_segment_shrunk_under_the_running_spool_does_not_leave_it_stuck(tmp_path: Path) -> None:
     spool = Spool(tmp_path, max_bytes=10_000)
     for payload in (b"r0", b"r1", b"r2"):
-        spool.append(payload)
+        spool.append([payload])
     spool.sync()
     (segment,) = tmp_path.glob("*.spool")
     with segment.open("r+b") as f:
@@ -253,3 +259,71 @@ def test_a_segment_shrunk_under_the_running_spool_does_not_leave_it_stuck(tmp_pa
     assert read_all(spool) == [b"r0"]
     assert spool.empty()
     spool.close()
+
+
+# -- a full disk, and what must work on one ---------------------------------------------------
+
+
+def test_a_full_disk_takes_what_fits_whole_and_takes_more_once_drained(tmp_path: Path) -> None:
+    # A real filesystem of 1 MiB filled up, not a patched write.
+    with small_filesystem(tmp_path / "disk", "1m") as disk:
+        errors: list[tuple[str, int | None]] = []
+        spool = Spool(
+            disk / "spool",
+            max_bytes=2**30,
+            on_disk_error=lambda op, e: errors.append((op, e.errno)),
+        )
+        payloads = [b"%06d" % i + b"x" * 250 for i in range(10_000)]  # 2.6 MB: more than fits
+        taken: list[bytes] = []
+        for start in range(0, len(payloads), 700):
+            chunk = payloads[start : start + 700]
+            appended = spool.append(chunk)
+            taken += chunk[: len(appended.positions)]
+            if appended.refusal is not None:
+                break
+        assert appended.refusal is not None and appended.refusal.reason == DISK_ERROR
+        assert "No space left on device" in appended.refusal.detail
+        assert errors[0] == ("write", errno.ENOSPC)
+        assert 3000 < len(taken) < 10_000
+        # What it says it holds is what is on disk: whole frames, the one that did not fit cut.
+        assert (
+            spool.pending_bytes == segments_bytes(disk) == sum(map(len, map(encode_frame, taken)))
+        )
+        # Acknowledging works on the full disk: the cursor is rewritten in place.
+        first, cursor = spool.read(100)
+        spool.acknowledge(cursor)
+        assert first == taken[:100]
+        assert CursorFile(disk / "spool" / "cursor").load() == cursor
+        assert not errors[1:], errors
+        # Read to its end, the segment goes at once, and the disk takes new records.
+        assert read_all(spool) == taken[100:]
+        assert [p.name for p in (disk / "spool").iterdir()] == ["cursor"]
+        assert len(spool.append(payloads[:1000]).positions) == 1000
+        spool.close()
+
+
+def test_records_acknowledged_out_of_order_are_passed_over(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=10_000)
+    appended = spool.append([b"r0", b"r1", b"r2", b"r3"])
+    # r1 and r2 were copies of a batch whose late acknowledgement came: never sent again.
+    spool.acknowledge_records(appended.positions[1:3])
+    assert read_all(spool) == [b"r0", b"r3"]
+    assert spool.empty() and list(tmp_path.glob("*.spool")) == []
+    spool.close()
+
+
+def test_a_torn_cursor_makes_the_spool_read_again_rather_than_skip(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=10_000)
+    spool.append([b"r0", b"r1", b"r2"])
+    _, cursor = spool.read(1)
+    spool.acknowledge(cursor)
+    spool.close()
+    line = (tmp_path / "cursor").read_bytes()
+    assert len(line) == CURSOR_BYTES and CursorFile(tmp_path / "cursor").load() == cursor
+    # A power loss mid-rewrite: the offset's digits changed, the checksum no longer matches.
+    (tmp_path / "cursor").write_bytes(line.replace(b" %d " % cursor.offset, b" 99 ", 1))
+    (tmp_path / "cursor.tmp").write_bytes(b"")  # what an older version left on a full disk
+    reopened = Spool(tmp_path, max_bytes=10_000)
+    assert read_all(reopened) == [b"r0", b"r1", b"r2"]  # sent twice, never skipped
+    assert not (tmp_path / "cursor.tmp").exists()
+    reopened.close()
