@@ -179,33 +179,44 @@ def up(settings: StackSettings, timeout: float = 180.0) -> int:
             print("the stack failed to start:\n" + "\n".join(tail), file=sys.stderr)
             return 1
         if _read_state(settings) is not None:
-            _wait_projector_ready(settings, child, deadline)
+            _wait_ready(settings, child, deadline)
             return status(settings)
         time.sleep(0.2)
     print(f"the stack was not ready after {timeout:.0f}s; see {log_dir}", file=sys.stderr)
     return 1
 
 
-def _wait_projector_ready(
+def _wait_ready(
     settings: StackSettings, supervisor: subprocess.Popen[bytes], deadline: float
 ) -> None:
-    """Return once the projector consumes (topics exist, partitions assigned, logs checked).
+    """Return once the edge publishes to the broker and the projector consumes (topics
+    exist, partitions assigned, logs checked).
 
     Healthy is not enough: a call sent before the group join is counted only after it
     (seconds on a fresh stack), and `make up` promises that what follows is seen at once.
     """
-    url = f"http://{settings.host}:{settings.projector_port}/readyz"
+    for name, port, waiting in (
+        ("edge", settings.edge_port, "calls are spooled until it is"),
+        ("projector", settings.projector_port, "calls wait in Kafka until it does"),
+    ):
+        reason = _ready(f"http://{settings.host}:{port}/readyz", supervisor, deadline)
+        if reason is not None:
+            print(f"the {name} is not ready yet ({reason}): {waiting}")
+
+
+def _ready(url: str, supervisor: subprocess.Popen[bytes], deadline: float) -> str | None:
+    """None once ``url`` answers 200; else why not, at the deadline."""
     reason = "no answer"
     while time.monotonic() < deadline and supervisor.poll() is None:
         try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - our own URL
+                return None
         except urllib.error.HTTPError as e:
             reason = e.read().decode(errors="replace").strip()
         except OSError as e:
             reason = str(e)
         time.sleep(0.1)
-    print(f"the projector is not consuming yet ({reason}): calls wait in Kafka until it does")
+    return reason
 
 
 def down(settings: StackSettings, timeout: float = 90.0) -> int:

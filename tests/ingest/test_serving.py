@@ -42,7 +42,8 @@ async def test_the_edge_serves_https_with_the_given_certificate(
     trust = ssl.create_default_context(cafile=str(cert))
     try:
         async with aiohttp.ClientSession() as session:
-            for _ in range(100):
+            # Up to a minute: a loaded machine takes seconds to import and start the edge.
+            for _ in range(600):
                 try:
                     url = f"https://127.0.0.1:{port}/sales.php?universe=demo&amount=1&id=tls"
                     async with session.get(url, ssl=trust) as response:
