@@ -1,6 +1,6 @@
 """`make chaos`: the fault scenarios at a larger scale than the test suite; writes a report.
 
-    python -m chaos [--scale small|full] [--out docs/reliability.md]
+    python -m chaos [--scale small|full] [--out docs/reliability.md] [--only NAME ...]
 
 Every scenario starts a fresh local stack (`compose up`, with its supervisor) in a
 temporary folder on free ports, so a running `make run` is not disturbed.
@@ -18,7 +18,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from chaos.scenarios import Result, edge_sigkill, edge_workers, kills_under_stream, restart_cycles
+from chaos.scenarios import (
+    Result,
+    clickhouse_freeze,
+    edge_sigkill,
+    edge_workers,
+    kills_under_stream,
+    projectors_paused,
+    restart_cycles,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,6 +36,15 @@ SCALES: dict[str, list[tuple[str, Callable[[Path], Result]]]] = {
         ("stream", lambda d: kills_under_stream(d, rate=50, duration_s=60)),
         ("workers", lambda d: edge_workers(d, workers=2, count=2000)),
         ("edge", lambda d: edge_sigkill(d, rate=200, duration_s=20)),
+        ("clickhouse-freeze", lambda d: clickhouse_freeze(d, rate=200, duration_s=30, frozen_s=12)),
+        (
+            "projectors-paused",
+            lambda d: projectors_paused(d, rate=200, duration_s=30, pauses=2, pause_s=8),
+        ),
+        (
+            "projectors-paused-hook",
+            lambda d: projectors_paused(d, rate=200, duration_s=30, pauses=2, pause_s=8, hook=True),
+        ),
     ],
     "full": [
         ("cycles", lambda d: restart_cycles(d, cycles=5, per_cycle=400)),
@@ -42,6 +59,15 @@ SCALES: dict[str, list[tuple[str, Callable[[Path], Result]]]] = {
         ),
         ("workers", lambda d: edge_workers(d, workers=2, count=30_000)),
         ("edge", lambda d: edge_sigkill(d, rate=500, duration_s=30)),
+        ("clickhouse-freeze", lambda d: clickhouse_freeze(d, rate=200, duration_s=75, frozen_s=30)),
+        (
+            "projectors-paused",
+            lambda d: projectors_paused(d, rate=200, duration_s=90, pauses=4, pause_s=8),
+        ),
+        (
+            "projectors-paused-hook",
+            lambda d: projectors_paused(d, rate=200, duration_s=90, pauses=4, pause_s=8, hook=True),
+        ),
     ],
 }
 
@@ -59,8 +85,8 @@ def report(results: list[tuple[Result, float]], scale: str, command: str) -> str
         "once in `sales_calls` and `sales`; *lost*: answered, never counted; *doubled*: "
         "counted more than once; *copies*: extra `sales_calls` rows of an event the edge sent "
         "again after a fault (status `duplicate`, reason `redelivered`: never counted); "
-        "*exact*: `sales`, `campaign_turnover`, `link_turnover` and `campaign_turnover_daily` "
-        "all hold exactly the counted calls' number and sum.",
+        "*exact*: `sales`, `campaign_turnover`, `customer_turnover`, `link_turnover` and "
+        "`campaign_turnover_daily` all hold exactly the counted calls' number and sum.",
         "",
         "| scenario | faults injected | answered | counted | lost | doubled | copies | exact | "
         "took | notes |",

@@ -34,7 +34,7 @@ class Retrying:
     def health(self) -> str | None:
         """The first step that is failing now and why, or None."""
         for what, (failures, error) in self._failing.items():
-            return f"{what} failed {failures} times in a row, retrying: {error}"
+            return f"{what} failing (retry {failures}): {error}"
         return None
 
     async def __call__(self, what: str, action: Callable[[], Awaitable[T]]) -> T:

@@ -78,7 +78,7 @@ async def _guard(what: str, action: Callable[[], Awaitable[T]], timeout_s: float
         if isinstance(e.__cause__, TimeoutError):
             # A frozen or overloaded server: the socket stayed silent for the whole timeout.
             raise ProjectorError(
-                f"{what}: ClickHouse not answering (nothing within {timeout_s:g} s)",
+                f"ClickHouse not answering (nothing within {timeout_s:g} s): {what}",
                 retriable=True,
             ) from e
         raise ProjectorError(f"{what}: ClickHouse unreachable: {e}", retriable=True) from e
