@@ -296,8 +296,8 @@ def projectors_paused(
     )
     count, longest = fence_waits(pages)
     notes = [
-        f"{registered:.0f} partitions registered in {count:.0f} registrations, each waiting at "
-        f"most {longest} s for writes in flight; {fenced:.0f} batches found fenced later",
+        f"{registered:.0f} partitions registered in {count:.0f} registrations, each waiting "
+        f"<= {longest} s for writes in flight; {fenced:.0f} batches found fenced later",
     ]
     if paused:
         notes.append(
@@ -315,10 +315,10 @@ def projectors_paused(
             problems.append(f"{resumed} hooked pauses, not {pauses}")
     if answered.failed:
         notes.append(f"{answered.failed} calls not answered")
-    how = "at its next batch's write (hook)" if hook else "at any instant"
+    how = "by the hook, at its next batch's write" if hook else "at any instant"
     return Result(
         "two projectors paused" + (" between check and write" if hook else ""),
-        f"2 projectors in one group, each SIGSTOPped {pause_s:.0f} s in turn ({how}), "
+        f"2 projectors in one group, each SIGSTOPped >= {pause_s:.0f} s in turn ({how}), "
         f"{pauses} times, session timeout 3 s, during {rate:.0f} sales/s for {duration_s:.0f} s",
         tally, notes + [f"PROBLEM: {p}" for p in problems], problems,
     )  # fmt: skip
