@@ -1,6 +1,6 @@
 """`make chaos`: the fault scenarios at a larger scale than the test suite; writes a report.
 
-    python -m chaos [--scale small|full] [--out docs/reliability.md]
+    python -m chaos [--scale small|full] [--out docs/reliability.md] [--only NAME ...]
 
 Every scenario starts a fresh local stack (`compose up`, with its supervisor) in a
 temporary folder on free ports, so a running `make run` is not disturbed.
@@ -19,7 +19,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from chaos.gray_scenarios import frozen_broker_edge_kill, frozen_broker_then_load, spool_limit
-from chaos.scenarios import Result, edge_sigkill, edge_workers, kills_under_stream, restart_cycles
+from chaos.scenarios import (
+    Result,
+    clickhouse_freeze,
+    edge_sigkill,
+    edge_workers,
+    kills_under_stream,
+    projectors_paused,
+    restart_cycles,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,6 +55,15 @@ SCALES: dict[str, list[tuple[str, Callable[[Path], Result]]]] = {
             "freezeload",
             lambda d: frozen_broker_then_load(d, rate=200, before_s=3, freeze_s=10, after_s=20),
         ),
+        ("clickhouse-freeze", lambda d: clickhouse_freeze(d, rate=200, duration_s=30, frozen_s=12)),
+        (
+            "projectors-paused",
+            lambda d: projectors_paused(d, rate=200, duration_s=30, pauses=2, pause_s=8),
+        ),
+        (
+            "projectors-paused-hook",
+            lambda d: projectors_paused(d, rate=200, duration_s=30, pauses=2, pause_s=8, hook=True),
+        ),
     ],
     "full": [
         ("cycles", lambda d: restart_cycles(d, cycles=5, per_cycle=400)),
@@ -67,6 +84,15 @@ SCALES: dict[str, list[tuple[str, Callable[[Path], Result]]]] = {
         ("bound", lambda d: spool_limit(d, limit="bound")),
         ("freezekill", frozen_broker_edge_kill),
         ("freezeload", frozen_broker_then_load),
+        ("clickhouse-freeze", lambda d: clickhouse_freeze(d, rate=200, duration_s=75, frozen_s=30)),
+        (
+            "projectors-paused",
+            lambda d: projectors_paused(d, rate=200, duration_s=90, pauses=4, pause_s=8),
+        ),
+        (
+            "projectors-paused-hook",
+            lambda d: projectors_paused(d, rate=200, duration_s=90, pauses=4, pause_s=8, hook=True),
+        ),
     ],
 }
 
@@ -125,8 +151,8 @@ def report(results: list[tuple[Result, float]], scale: str, command: str) -> str
         "once in `sales_calls` and `sales`; *lost*: answered, never counted; *doubled*: "
         "counted more than once; *copies*: extra `sales_calls` rows of an event the edge sent "
         "again after a fault (status `duplicate`, reason `redelivered`: never counted); "
-        "*exact*: `sales`, `campaign_turnover`, `link_turnover` and `campaign_turnover_daily` "
-        "all hold exactly the counted calls' number and sum.",
+        "*exact*: `sales`, `campaign_turnover`, `customer_turnover`, `link_turnover` and "
+        "`campaign_turnover_daily` all hold exactly the counted calls' number and sum.",
         "",
         "| scenario | faults injected | answered | counted | lost | doubled | copies | exact | "
         "took | notes |",

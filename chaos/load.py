@@ -20,6 +20,11 @@ def amount_of(i: int) -> tuple[str, Decimal]:
     return raw, Decimal(f"{whole}.{cents:02d}")
 
 
+def customer_of(i: int) -> str:
+    """The i-th call's customer: every call names one, so customer_turnover counts them all."""
+    return f"cust{i % 97}"
+
+
 @dataclass
 class Answered:
     """What the edge answered with the GIF: transaction id -> amount."""
@@ -73,6 +78,7 @@ async def stream(
             raw, amount = amount_of(i)
             tx = f"{universe}-{i}"
             url = f"{base}/sales.php?universe={universe}&amount={raw}&id={tx}"
+            url += f"&customer={customer_of(i)}"
             call: asyncio.Task[object] = asyncio.create_task(_call(session, url, tx, amount, out))
             pending.add(call)
             call.add_done_callback(pending.discard)
@@ -98,7 +104,8 @@ async def burst(
             tx = f"{universe}-{i}"
             await _call(
                 session,
-                f"{base}/sales.php?universe={universe}&amount={raw}&id={tx}",
+                f"{base}/sales.php?universe={universe}&amount={raw}&id={tx}"
+                f"&customer={customer_of(i)}",
                 tx,
                 amount,
                 out,

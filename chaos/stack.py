@@ -15,8 +15,9 @@ from typing import Any
 
 import orjson
 
+from compose.processes import free_port
 from compose.settings import StackSettings
-from compose.stack import free_ports_env
+from compose.stack import applications, free_ports_env, stack_edge_secrets
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -162,3 +163,22 @@ class LocalStack:
     def log(self, name: str) -> str:
         path = self.settings.data_dir / "logs" / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+    def projector_env(self) -> dict[str, str]:
+        """The environment the stack gives its projector, on a port of its own: a second
+        projector started with it joins the same consumer group."""
+        (projector,) = [s for s in applications(self.settings) if s.name == "projector"]
+        return {
+            **self.env,
+            **projector.env,
+            **stack_edge_secrets(self.settings.data_dir.resolve(), self.env),
+            "TRACKER_PROJECTOR_PORT": str(free_port()),
+        }
+
+    def http_get(self, url: str, timeout: float = 2.0) -> tuple[int, str]:
+        """Status and body of a GET (an error status is an answer too)."""
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()

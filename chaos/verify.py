@@ -62,7 +62,12 @@ def rollups_equal(stack: LocalStack, universe: str, total: Decimal, purchases: i
         + ", ".join(
             f"(SELECT sum(purchases) FROM tracker.{view} {where}), "
             f"(SELECT sum(turnover) FROM tracker.{view} {where})"
-            for view in ("campaign_turnover", "link_turnover", "campaign_turnover_daily")
+            for view in (
+                "campaign_turnover",
+                "customer_turnover",
+                "link_turnover",
+                "campaign_turnover_daily",
+            )
         )
         + " FORMAT TabSeparated"
     )

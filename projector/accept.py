@@ -53,9 +53,7 @@ async def accept_log(
     projected = (settings.kafka.topics.clicks, settings.kafka.topics.sales)
     if topic is not None and topic not in projected:
         raise AcceptError(f"unknown topic {topic!r}: the projector reads {' and '.join(projected)}")
-    store = await Store.connect(
-        settings.clickhouse_url, settings.clickhouse_database, cluster=settings.clickhouse_cluster
-    )
+    store = await Store.open(settings)
     probe = LogProbe(settings.kafka.bootstrap)
     try:
         generation = await store.prepare()

@@ -6,20 +6,19 @@ Runs while the next batch is fetched and projected (one write in flight, in orde
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import time
 from collections.abc import Awaitable, Callable
 
 from aiokafka import TopicPartition
 
 from projector.collector import FullCollections
+from projector.faults import Faults
 from projector.lookups import Lookups
 from projector.metrics import ProjectorMetrics
 from projector.project import Projected
 from projector.retry import Retrying
 from projector.settings import ProjectorSettings
-from projector.sink import ClickHouseSink
+from projector.sink import ClickHouseSink, Fences
 from projector.store import Store
 
 logger = logging.getLogger(__name__)
@@ -39,8 +38,8 @@ class Checkpoint:
             ClickHouse holds the positions, and the next owner skips what is written.
 
     If step 1 raises, nothing is cached or committed. ``TRACKER_PROJECTOR_FAULT`` (a test
-    hook) kills the process before step 1, between its two inserts (clicks, then sales),
-    after step 2 or after step 3.
+    hook, projector/faults.py) kills the process before step 1, between its two inserts
+    (clicks, then sales), after step 2 or after step 3, or freezes it before step 1.
     """
 
     def __init__(
@@ -61,12 +60,14 @@ class Checkpoint:
         self._commit = commit
         self._batches = 0
         self._collections = FullCollections()
+        self._faults = Faults(settings)
 
-    def sink(self, projected: Projected) -> ClickHouseSink:
-        """The batch's rows, added to a sink of its generation's tables."""
+    def sink(self, projected: Projected, fences: Fences) -> ClickHouseSink:
+        """The batch's rows, added to a sink of its generation's tables, each with the fence of
+        its partition (as registered when the batch was projected)."""
         sink = ClickHouseSink(
-            self._store, self._metrics, self._settings.kafka.topics.clicks,
-            between_inserts=lambda: self._fault("between-inserts"),
+            self._store, self._metrics, self._settings.kafka.topics.clicks, fences,
+            between_inserts=lambda: self._faults.at("between-inserts", self._batches),
         )  # fmt: skip
         sink.clear(projected.written.generation)
         rows = projected.rows
@@ -80,21 +81,15 @@ class Checkpoint:
 
     async def __call__(self, sink: ClickHouseSink, projected: Projected, started: float) -> None:
         self._batches += 1
-        self._fault("before-write")
+        self._faults.at("before-write", self._batches)
         await self._retrying("write to ClickHouse", sink.flush)  # Step 1
         self._lookups.remember(projected.written.counted.items())  # Step 2
         self._metrics.batch_latency.observe(time.perf_counter() - started)
-        self._fault("after-write")
+        self._faults.at("after-write", self._batches)
         offsets = projected.written.next_offsets
         if self._commit is not None and offsets:
             await self._commit(offsets)  # Step 3
-            self._fault("after-commit")
+            self._faults.at("after-commit", self._batches)
         # Last, outside the measured span and after the commit: the insert's leftovers in
         # reference cycles (projector/collector.py). It pauses the loop, not the batch.
         self._collections.after_write()
-
-    def _fault(self, stage: str) -> None:
-        s = self._settings
-        if s.fault == stage and self._batches >= s.fault_after_batches:
-            logger.error("fault injection: SIGKILL at %s of batch %d", stage, self._batches)
-            os.kill(os.getpid(), signal.SIGKILL)

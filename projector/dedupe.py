@@ -61,8 +61,10 @@ def decide(calls: Sequence[SaleCall], counted: Mapping[DedupeKey, str]) -> list[
 class CountedCache:
     """A bounded LRU of keys known to be counted, to spare ClickHouse look-ups on refreshes.
 
-    It only holds positive facts ("key K was counted by event E"), which never become false,
-    so it needs no invalidation when partitions move between instances.
+    It holds positive facts ("key K was counted by event E"), remembered after a write that
+    ClickHouse acknowledged. Such a fact is false when the write was dropped by its fence (the
+    partition had a newer owner by then): the instance clears the cache whenever it registers
+    a fence, which it does before writing any partition again (projector/fencing.py).
     """
 
     def __init__(self, capacity: int) -> None:
@@ -77,6 +79,9 @@ class CountedCache:
         if event_id is not None:
             self._entries.move_to_end(key)
         return event_id
+
+    def clear(self) -> None:
+        self._entries.clear()
 
     def put_all(self, items: Iterable[tuple[DedupeKey, str]]) -> None:
         if self._capacity == 0:

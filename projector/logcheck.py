@@ -2,8 +2,10 @@
 
 A partition is held (paused, nothing of it written) from when it is assigned, or its fetch
 moved under us, until its log is checked against what ClickHouse stores (positions.py's
-``verify``: high watermark and fingerprint). Then it is resumed where ClickHouse ends, or
-refused until an operator acts (``rebuild`` or ``accept-log``); /readyz says why.
+``verify``: high watermark and fingerprint). The check first registers this instance's fence
+for the partition (fencing.py), so that what it reads is where the partition stands for its
+new owner. Then it is resumed where ClickHouse ends, or refused until an operator acts
+(``rebuild`` or ``accept-log``); /readyz says why.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from projector.fencing import Fencing
 from projector.lookups import Lookups
 from projector.metrics import ProjectorMetrics
 from projector.positions import LogState, Plan, Regression, Resume, Stored, verify
@@ -46,12 +49,23 @@ class LogCheck:
     it was refused.
 
     ``on_regression`` is told first when a log went backwards; it may raise (a rebuild
-    cannot refuse a partition and go on).
+    cannot refuse a partition and go on). ``fence_grace_s``: how long a partition found
+    fenced by another instance waits before this one registers again (see :meth:`fenced`).
     """
 
-    def __init__(self, metrics: ProjectorMetrics, on_regression: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        metrics: ProjectorMetrics,
+        on_regression: Callable[[str], None],
+        fence_grace_s: float = 0.0,
+    ) -> None:
         self._metrics = metrics
         self._on_regression = on_regression
+        self._fence_grace_s = fence_grace_s
+        # This instance's fence of each partition it may write (fencing.py).
+        self.fences: dict[TopicPartition, int] = {}
+        # Partitions found fenced by another instance: not checked (registered) before then.
+        self._deferred: dict[TopicPartition, float] = {}
         self.epochs: dict[TopicPartition, int] = {}
         self.origins: dict[TopicPartition, int] = {}
         self.rewound: dict[TopicPartition, int] = {}
@@ -64,6 +78,11 @@ class LogCheck:
     @property
     def health(self) -> str | None:
         """Why partitions are not read, or None."""
+        if self._deferred:
+            return (
+                f"{len(self._deferred)} partitions fenced by another instance's registration: "
+                "not read until the group moves them, or registering again after a grace"
+            )
         if self.unverified:  # assigned, not fetched from until their log is checked
             return f"checking the log of {len(self.unverified)} partitions before reading them"
         if self.refused:
@@ -81,6 +100,8 @@ class LogCheck:
     def forget(self, partitions: set[TopicPartition]) -> None:
         """Partitions that left this instance (their new owner checks them again)."""
         for tp in partitions:
+            self.fences.pop(tp, None)
+            self._deferred.pop(tp, None)
             self.rewound.pop(tp, None)
             self.epochs.pop(tp, None)
             self.origins.pop(tp, None)
@@ -89,9 +110,13 @@ class LogCheck:
             self.refused.pop(tp, None)
             self._metrics.forget_lag(tp)
 
-    def generation_moved(self) -> None:
-        """A new generation's tables end elsewhere: rewinds made for the old ones are void."""
+    def generation_moved(self, consumer: AIOKafkaConsumer) -> None:
+        """A new generation's tables end elsewhere: rewinds made for the old ones are void, and
+        its fences are its own: every partition is checked (registered) again."""
         self.rewound.clear()
+        self.fences.clear()
+        self._deferred.clear()
+        self.hold(consumer.assignment(), consumer)
 
     def written_up_to(self, next_offsets: Mapping[TopicPartition, int]) -> None:
         """A batch was handed to the checkpoint: the next fetch of each partition starts here."""
@@ -99,7 +124,11 @@ class LogCheck:
 
     def due(self) -> bool:
         """Partitions wait for a check, or refused ones are due to be looked at again."""
-        return bool(self.unverified) or self._watch_due()
+        return bool(self._ready_to_check()) or self._watch_due()
+
+    def _ready_to_check(self) -> list[TopicPartition]:
+        now = time.monotonic()
+        return sorted(tp for tp in self.unverified if self._deferred.get(tp, now) <= now)
 
     def _watch_due(self) -> bool:
         return bool(self.refused) and time.monotonic() - self._watched_at >= GENERATION_TTL_S
@@ -111,20 +140,27 @@ class LogCheck:
         lookups: Lookups,
         probe: LogProbe,
         retrying: Retrying,
+        *,
+        fencing: Fencing,
     ) -> None:
         """Resume the partitions waiting for a check of their log, or refuse them.
 
         Refused partitions are looked at again (at most every GENERATION_TTL_S) in case an
         operator acted: a new live generation (``rebuild``) or a new log epoch (``accept-log``).
-        The caller makes sure no write is in flight: positions must include it.
+        The caller makes sure no write is in flight: positions must include it. The fences
+        are registered first: positions read after them include every write of an earlier
+        owner that ClickHouse admitted.
         """
         if self._watch_due():
             self._watched_at = time.monotonic()
             await self._watch(generation, lookups)
         self.unverified &= consumer.assignment()
-        tps = sorted(self.unverified)
+        tps = self._ready_to_check()
         if not tps:
             return
+        self.fences.update(await fencing.register(generation, tps))
+        for tp in tps:
+            self._deferred.pop(tp, None)
         stored = await lookups.positions(generation, tps)
         logs = await retrying(
             "read the log", lambda: probe.states({tp: stored.get(tp) for tp in tps})
@@ -182,6 +218,35 @@ class LogCheck:
                 )  # fmt: skip
                 self.hold({tp}, consumer)
 
+    def fenced(
+        self, spans: Mapping[TopicPartition, tuple[int, int]], latest: Mapping[TopicPartition, int]
+    ) -> set[TopicPartition]:
+        """Partitions of a batch whose latest fence in ClickHouse is not this instance's: another
+        instance registered since, so ClickHouse drops what this one writes of them.
+
+        Either this instance is the zombie (paused while the group moved them, it learns so
+        at its next heartbeat and gives them up), or the other one is (it registered late,
+        after a pause of its own). So the partition is not read, and registered again only
+        after ``fence_grace_s`` if the group still gives it to this instance by then: a
+        zombie registering at once would take the partition back from its new owner.
+        """
+        found = {tp for tp in spans if tp in self.fences and latest.get(tp) != self.fences[tp]}
+        until = time.monotonic() + self._fence_grace_s
+        for tp in sorted(found):
+            self._metrics.fenced.labels(tp.topic, str(tp.partition)).inc()
+            if tp not in self._deferred:
+                theirs = latest.get(tp)
+                logger.warning(
+                    "%s[%d]@%d: fenced, its latest fence is %s, not ours (%x): ClickHouse drops "
+                    "what this instance writes of it; not reading it, registering again in "
+                    "%.0f s unless the group moves it",
+                    tp.topic, tp.partition, spans[tp][0],
+                    "none" if theirs is None else f"{theirs:x}", self.fences[tp],
+                    self._fence_grace_s,
+                )  # fmt: skip
+                self._deferred[tp] = until
+        return found
+
     def held(
         self, spans: Mapping[TopicPartition, object], positions: Mapping[TopicPartition, Stored]
     ) -> set[TopicPartition]:
@@ -213,7 +278,9 @@ class LogCheck:
             self.origins[tp] = offset
             consumer.seek(tp, offset)
         for tp in sorted(p.verify):
-            if tp in held:
+            if tp in self._deferred:
+                pass  # fenced: said by fenced()
+            elif tp in held:
                 logger.info(
                     "%s[%d]@%d: its log epoch or generation moved: checking its log again",
                     tp.topic, tp.partition, spans[tp][0],

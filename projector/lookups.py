@@ -38,13 +38,16 @@ class Lookups:
         calls = [call for call, _ in events.calls]
         # The look-ups do not depend on each other: one concurrent round trip. The last ones
         # may cover records the plan then skips; extra answers are facts all the same.
-        positions, counted, clicks, (sales, refunded) = await asyncio.gather(
-            self.positions(generation, events.spans),
+        (positions, fences), counted, clicks, (sales, refunded) = await asyncio.gather(
+            self._retrying(
+                "read positions",
+                lambda: self._store.positions_and_fences(generation, events.spans),
+            ),
             self._counted(generation, calls),
             self._stored_clicks(generation, calls),
             self._refunded(generation, events),
         )
-        return Facts(generation, positions, counted, clicks, sales, refunded)
+        return Facts(generation, positions, counted, clicks, sales, refunded, fences)
 
     async def _refunded(
         self, generation: int, events: Events

@@ -11,7 +11,8 @@
 
 Live and rebuild are two set-ups of this loop (modes.py). ClickHouse is the source of truth
 for progress (see positions.py), so a process killed at any instant, or a partition moved
-to another instance, never writes a batch twice.
+to another instance, never writes a batch twice; and ClickHouse decides at insert time which
+instance may write a partition (fencing.py), so one paused at any instant does not either.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from projector.checkpoint import Checkpoint
 from projector.decode import Batch, Failure, decode, where
 from projector.dedupe import CountedCache
 from projector.errors import ProjectorError
+from projector.fencing import Fencing
 from projector.logcheck import LogCheck, Refused
 from projector.lookups import Lookups
 from projector.metrics import ProjectorMetrics
@@ -58,6 +60,7 @@ class _Run:
     retrying: Retrying
     lookups: Lookups
     checkpoint: Checkpoint
+    fencing: Fencing
 
 
 class Projector:
@@ -85,7 +88,14 @@ class Projector:
         # Held while a batch is projected and handed to the checkpoint, while logs are
         # checked, and while partitions are released: they move only between batches.
         self._lock = asyncio.Lock()
-        self._log = LogCheck(metrics, self._mode.on_regression)
+        # A partition found fenced by another instance waits two session timeouts before this
+        # one registers it again: time enough for a zombie to hear from the group that it is
+        # one (it heartbeats every third of a session timeout).
+        self._log = LogCheck(
+            metrics, self._mode.on_regression,
+            fence_grace_s=2 * settings.consumer_session_timeout_ms / 1000,
+        )  # fmt: skip
+        self._retrying: Retrying | None = None
         self._cache = CountedCache(settings.dedupe_cache_size)
         self._generation = 0
         self._writing: asyncio.Task[None] | None = None
@@ -103,6 +113,8 @@ class Projector:
         """Why the projector is not ready, or None when it is (what /readyz answers)."""
         if not self.universes.caught_up:
             return "universe registry not read yet"
+        if self._retrying is not None and (failing := self._retrying.health) is not None:
+            return failing  # ClickHouse not answering, or the broker not answering the probe
         if self._consumer is None or not self._consumer.assignment():
             return "not consuming yet"  # a group join can take seconds
         return self._log.health
@@ -124,6 +136,8 @@ class Projector:
         """Let ``partitions`` go to another instance once the batch in hand is written."""
         async with self._lock:
             await self.settle()
+            # Landed (or dropped by a newer fence): its facts are not carried to the next batch.
+            self._written = None
             self._log.forget(partitions)
 
     async def settle(self) -> None:
@@ -137,17 +151,12 @@ class Projector:
     async def run(self, stop: asyncio.Event, *, burst: bool = False) -> None:
         """Project until ``stop`` is set; with ``burst``, return once caught up."""
         s = self.settings
-        retrying = Retrying(self.metrics, stop)
+        retrying = self._retrying = Retrying(self.metrics, stop)
         # Every client is closed on every way out (errors and cancellation included), in the
         # reverse order of its creation: a client left open is found by the garbage collector
         # much later, in someone else's code.
         async with contextlib.AsyncExitStack() as opened:
-            store = await retrying(
-                "connect to ClickHouse",
-                lambda: Store.connect(
-                    s.clickhouse_url, s.clickhouse_database, cluster=s.clickhouse_cluster
-                ),
-            )
+            store = await retrying("connect to ClickHouse", lambda: Store.open(s))
             opened.push_async_callback(store.close)
             live = await retrying("prepare the schema", store.prepare)
             self._generation = self._mode.first_generation(live)
@@ -175,7 +184,10 @@ class Projector:
             checkpoint = Checkpoint(
                 s, self.metrics, store, lookups, retrying, commit=self._mode.committer(consumer)
             )
-            run = _Run(consumer, store, dead_letters, stop, probe, retrying, lookups, checkpoint)
+            fencing = Fencing(store, retrying, self.metrics, self._cache)
+            run = _Run(
+                consumer, store, dead_letters, stop, probe, retrying, lookups, checkpoint, fencing
+            )
             await self._loop(run, burst=burst)
 
     async def _read_universes(self) -> None:
@@ -248,7 +260,8 @@ class Projector:
             async with self._lock:
                 started = time.perf_counter()
                 projected = await self._project(batch, r)
-                sink = r.checkpoint.sink(projected)
+                fences = {(tp.topic, tp.partition): f for tp, f in self._log.fences.items()}
+                sink = r.checkpoint.sink(projected, fences)
                 # One write in flight at a time, in order: this batch's rows go once the
                 # previous batch's are in ClickHouse (and its offsets committed).
                 await self.settle()
@@ -285,8 +298,13 @@ class Projector:
         async with self._lock:
             # Positions must include the write in flight.
             await self.settle()
+            # It landed, or a newer fence dropped it: the next batch reads what ClickHouse
+            # holds instead of carrying the facts of that write.
+            self._written = None
             generation = await self._current_generation(r)
-            await self._log.check(generation, r.consumer, r.lookups, r.probe, r.retrying)
+            await self._log.check(
+                generation, r.consumer, r.lookups, r.probe, r.retrying, fencing=r.fencing
+            )
 
     async def _current_generation(self, r: _Run) -> int:
         """The generation to write (a live projector follows a finished rebuild)."""
@@ -294,7 +312,7 @@ class Projector:
         if generation != self._generation:
             logger.warning("live generation is now %d (was %d)", generation, self._generation)
             self._generation = generation
-            self._log.generation_moved()
+            self._log.generation_moved(r.consumer)
         return generation
 
     # -- one batch ----------------------------------------------------------------------------
@@ -307,6 +325,7 @@ class Projector:
         events = decode(batch, self._log.epochs, self.settings, registry)
         facts = await r.lookups.facts(generation, events)
         held = self._log.held(events.spans, facts.positions)
+        held |= self._log.fenced(events.spans, facts.fences)
         projected = project(
             events, facts, self._written, window_ms=self.settings.attribution_window_ms,
             windows=registry.windows, rewound=self._log.rewound, origins=self._log.origins,

@@ -21,7 +21,7 @@ from prometheus_client import (
 RETRIED_OPERATIONS = (
     "connect to ClickHouse", "prepare the schema", "start the log probe", "read the log",
     "read the live generation", "read positions", "look up counted transactions",
-    "look up clicks", "write to ClickHouse",
+    "look up clicks", "write to ClickHouse", "register fences", "wait for writes in flight",
 )  # fmt: skip
 
 
@@ -109,6 +109,26 @@ class ProjectorMetrics:
         self.batch_latency = Histogram(
             "tracker_projector_checkpoint_seconds",
             "Flush plus commit time per batch",
+            registry=self.registry,
+        )
+        self.fences = Counter(
+            "tracker_projector_fences_registered",
+            "Fences registered: one per partition each time it is given to this instance (or "
+            "its generation moved), before its position is read (docs/exactly-once.md)",
+            registry=self.registry,
+        )
+        self.fence_wait = Histogram(
+            "tracker_projector_fence_wait_seconds",
+            "Time a registration waited for the inserts that were running when it landed",
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+        self.fenced = Counter(
+            "tracker_projector_fenced_batches",
+            "Batches of a partition found registered by another instance since this one's "
+            "fence: its writes of it are dropped by ClickHouse; it stops reading the "
+            "partition, and registers again only if the group still gives it after a grace",
+            ["topic", "partition"],
             registry=self.registry,
         )
         self.log_regressions = Counter(

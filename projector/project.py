@@ -49,6 +49,9 @@ class Facts:
     # sales and what their counted refunds add up to.
     sales: Mapping[SaleKey, SaleFacts] = field(default_factory=dict)
     refunded: Mapping[SaleKey, Refunded] = field(default_factory=dict)
+    # The latest fence of each partition of the batch (fencing.py): the loop compares it with
+    # its own, to stop reading a partition that another instance registered since.
+    fences: Mapping[TopicPartition, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

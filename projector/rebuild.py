@@ -53,9 +53,7 @@ async def rebuild(
     write: Callable[[str], None] = print,
 ) -> int:
     """Build generation live+1 from the earliest offsets, activate it; return its number."""
-    store = await Store.connect(
-        settings.clickhouse_url, settings.clickhouse_database, settings.clickhouse_cluster
-    )
+    store = await Store.open(settings)
     try:
         live = await store.prepare()
         target = live + 1

@@ -39,6 +39,10 @@ SALES_INTAKE_COLUMNS: Final = (
     "kind", *SALES_CALLS_COLUMNS, "refund_id", "full_refund", "sold_at", "payload",
 )  # fmt: skip
 CLICKS_INTAKE_COLUMNS: Final = ("kind", *CLICKS_COLUMNS, "reason", "payload")
+# What the projector inserts: the intake's columns and the fence of the row's partition, which
+# the writes table's view compares with the partition's latest (docs/exactly-once.md).
+SALES_WRITES_COLUMNS: Final = (*SALES_INTAKE_COLUMNS, "fence")
+CLICKS_WRITES_COLUMNS: Final = (*CLICKS_INTAKE_COLUMNS, "fence")
 
 # A ledger row. Its DateTime64(3) values are milliseconds since the epoch (ints), which
 # clickhouse-connect writes as the column's ticks unchanged: a Python datetime per value, built
@@ -113,7 +117,8 @@ _BLANKS: Final[dict[str, object]] = {
 
 
 class Intake:
-    """How the rows of a topic's ledgers become rows of its intake table."""
+    """How the rows of a topic's ledgers become rows of its writes table: the intake's columns,
+    then the fence (the last column)."""
 
     def __init__(self, columns: tuple[str, ...], blanks: dict[str, object] | None = None) -> None:
         self.columns = columns
@@ -121,7 +126,7 @@ class Intake:
         self._blank = tuple(blanks.get(c, "") for c in columns)
         self._at: dict[tuple[str, ...], tuple[tuple[int, ...], int]] = {}
 
-    def row(self, kind: str, columns: tuple[str, ...], row: Row) -> Row:
+    def row(self, kind: str, columns: tuple[str, ...], row: Row, fence: int) -> Row:
         at = self._at.get(columns)
         if at is None:
             indexes = tuple(self.columns.index(c) for c in columns)
@@ -131,13 +136,14 @@ class Intake:
             at = self._at[columns] = (indexes, prefix)
         indexes, prefix = at
         if prefix:
-            return (kind, *row, *self._blank[prefix + 1 :])
+            return (kind, *row, *self._blank[prefix + 1 : -1], fence)
         out = list(self._blank)
         out[0] = kind
         for i, value in zip(indexes, row, strict=True):
             out[i] = value
+        out[-1] = fence
         return tuple(out)
 
 
-SALES_INTAKE: Final = Intake(SALES_INTAKE_COLUMNS)
-CLICKS_INTAKE: Final = Intake(CLICKS_INTAKE_COLUMNS, {**_BLANKS, "clicked_at": _EPOCH})
+SALES_INTAKE: Final = Intake(SALES_WRITES_COLUMNS)
+CLICKS_INTAKE: Final = Intake(CLICKS_WRITES_COLUMNS, {**_BLANKS, "clicked_at": _EPOCH})

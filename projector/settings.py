@@ -26,6 +26,14 @@ class ProjectorSettings:
     clickhouse_database: str
     # Cluster mode: DDL ON CLUSTER this name, Replicated engines (docs/cluster.md); "" = one server.
     clickhouse_cluster: str
+    # How long a ClickHouse call may wait to connect, and then for each read or send of its
+    # answer, before it fails as retriable (docs/exactly-once.md): a frozen server is then
+    # seen, logged and retried instead of blocking a write for the client's 300 s default.
+    # Schema statements (start, rebuild) get their own, longer bound: ON CLUSTER DDL waits
+    # for every replica.
+    clickhouse_connect_timeout_s: int
+    clickhouse_timeout_s: int
+    clickhouse_ddl_timeout_s: int
     # Events per batch once caught up, and the most a batch grows to while behind
     # (projector/batching.py); equal: a fixed batch size.
     batch_max: int
@@ -42,7 +50,8 @@ class ProjectorSettings:
     # How raw calls are read. Not from the environment: a rule changes with the code, and
     # a rebuild applies it to history (tests pass other rules to see it happen).
     rules: Rules = DEFAULT_RULES
-    # Test hook: kill this process with SIGKILL at a checkpoint stage (docs/operating.md).
+    # Test hook: kill this process with SIGKILL at a checkpoint stage, or stop it with SIGSTOP
+    # before the write of the batch after a SIGUSR1 (projector/faults.py, docs/operating.md).
     fault: str = ""
     fault_after_batches: int = 1
 
@@ -90,6 +99,15 @@ class ProjectorSettings:
             clickhouse_url=env.http_url("TRACKER_CLICKHOUSE_URL", "http://127.0.0.1:8123"),
             clickhouse_database=database,
             clickhouse_cluster=cluster,
+            clickhouse_connect_timeout_s=env.integer(
+                "TRACKER_CLICKHOUSE_CONNECT_TIMEOUT_S", 5, minimum=1, maximum=300
+            ),
+            clickhouse_timeout_s=env.integer(
+                "TRACKER_CLICKHOUSE_TIMEOUT_S", 10, minimum=1, maximum=3600
+            ),
+            clickhouse_ddl_timeout_s=env.integer(
+                "TRACKER_CLICKHOUSE_DDL_TIMEOUT_S", 300, minimum=1, maximum=86_400
+            ),
             batch_max=batch_max,
             batch_max_behind=batch_max_behind,
             flush_interval_ms=env.integer(
@@ -108,7 +126,14 @@ class ProjectorSettings:
             fault=env.choice(
                 "TRACKER_PROJECTOR_FAULT",
                 "none",
-                ("none", "before-write", "between-inserts", "after-write", "after-commit"),
+                (
+                    "none",
+                    "before-write",
+                    "between-inserts",
+                    "after-write",
+                    "after-commit",
+                    "stop-before-write",
+                ),
             ).replace("none", ""),
             fault_after_batches=env.integer("TRACKER_PROJECTOR_FAULT_AFTER_BATCHES", 1, minimum=1),
         )

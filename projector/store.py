@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -25,6 +27,7 @@ from projector.errors import ProjectorError
 from projector.positions import PositionRow, Stored, current_positions
 from projector.refunds import Refunded, SaleFacts
 from projector.rows import Row
+from projector.settings import ProjectorSettings
 from schemas.ddl import (
     CURRENCY,
     ROLLUPS,
@@ -45,11 +48,39 @@ T = TypeVar("T")
 # Server errors that are about load or availability, not about our statement or data.
 _RETRIABLE_CODES = ("TOO_MANY", "TIMEOUT", "MEMORY_LIMIT", "NETWORK", "SOCKET", "ABORTED")
 
+# How often the wait for writes in flight looks again, and logs that it still waits.
+_IN_FLIGHT_POLL_S = 0.05
+_IN_FLIGHT_LOG_S = 5.0
 
-async def _guard(what: str, action: Callable[[], Awaitable[T]]) -> T:
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """How long a call waits to connect, then for each read or send of its answer; schema
+    statements (DDL) wait longer: ON CLUSTER waits for every replica."""
+
+    connect_s: float = 5.0
+    read_s: float = 10.0
+    ddl_s: float = 300.0
+
+    @classmethod
+    def of(cls, settings: ProjectorSettings) -> Timeouts:
+        return cls(
+            float(settings.clickhouse_connect_timeout_s),
+            float(settings.clickhouse_timeout_s),
+            float(settings.clickhouse_ddl_timeout_s),
+        )
+
+
+async def _guard(what: str, action: Callable[[], Awaitable[T]], timeout_s: float) -> T:
     try:
         return await action()
     except OperationalError as e:
+        if isinstance(e.__cause__, TimeoutError):
+            # A frozen or overloaded server: the socket stayed silent for the whole timeout.
+            raise ProjectorError(
+                f"ClickHouse not answering (nothing within {timeout_s:g} s): {what}",
+                retriable=True,
+            ) from e
         raise ProjectorError(f"{what}: ClickHouse unreachable: {e}", retriable=True) from e
     except DatabaseError as e:
         retriable = any(code in str(e) for code in _RETRIABLE_CODES)
@@ -77,6 +108,12 @@ def _external(*tables: tuple[str, Sequence[tuple[str, ...]], str]) -> ExternalDa
     return data
 
 
+def writes_pattern(database: str, generation: int) -> str:
+    """A regular expression matching the text of an insert into ``generation``'s writes tables,
+    as clickhouse-connect sends it (``INSERT INTO `db`.`sales_writes_g1` (...) FORMAT ...``)."""
+    return rf"(?i)^\s*INSERT\s+INTO\s+`?{database}`?\.`?(clicks|sales)_writes_g{int(generation)}\b"
+
+
 def dedup_token(table: str, extent: str) -> str:
     """The insert deduplication token of one table's block for one span of offsets.
 
@@ -87,25 +124,67 @@ def dedup_token(table: str, extent: str) -> str:
 
 
 class Store:
-    def __init__(self, client: AsyncClient, database: str, cluster: str = "") -> None:
+    def __init__(
+        self,
+        client: AsyncClient,
+        database: str,
+        cluster: str = "",
+        *,
+        ddl_client: AsyncClient | None = None,
+        timeouts: Timeouts = Timeouts(),
+    ) -> None:
         self._client = client
+        # Schema statements go through a client of their own, with the longer timeout.
+        self._ddl_client = client if ddl_client is None else ddl_client
+        self._timeouts = timeouts
         self.database = database
         # Cluster mode (see docs/cluster.md): every DDL statement runs ON CLUSTER, on
         # Replicated engines; "" is a single server.
         self.cluster = cluster
 
     @classmethod
-    async def connect(cls, url: str, database: str, cluster: str = "") -> Store:
-        client = await _guard(
-            "connect", lambda: clickhouse_connect.get_async_client(dsn=url, database="default")
-        )
-        return cls(client, database, cluster)
+    async def connect(
+        cls, url: str, database: str, cluster: str = "", timeouts: Timeouts = Timeouts()
+    ) -> Store:
+        async def client(read_s: float) -> AsyncClient:
+            return await _guard(
+                "connect",
+                lambda: clickhouse_connect.get_async_client(
+                    dsn=url, database="default", connect_timeout=timeouts.connect_s,
+                    send_receive_timeout=read_s,
+                ),
+                read_s,
+            )  # fmt: skip
+
+        queries = await client(timeouts.read_s)
+        try:
+            ddl = await client(timeouts.ddl_s)
+        except BaseException:
+            await queries.close()
+            raise
+        return cls(queries, database, cluster, ddl_client=ddl, timeouts=timeouts)
+
+    @classmethod
+    async def open(cls, settings: ProjectorSettings) -> Store:
+        """The store the settings name, with their timeouts."""
+        return await cls.connect(
+            settings.clickhouse_url, settings.clickhouse_database,
+            cluster=settings.clickhouse_cluster, timeouts=Timeouts.of(settings),
+        )  # fmt: skip
 
     async def close(self) -> None:
-        await self._client.close()
+        try:
+            await self._client.close()
+        finally:
+            if self._ddl_client is not self._client:
+                await self._ddl_client.close()
 
     async def _command(self, sql: str, parameters: dict[str, Any] | None = None) -> None:
-        await _guard(sql.split("\n", 1)[0][:80], lambda: self._client.command(sql, parameters))
+        await _guard(
+            sql.split("\n", 1)[0][:80],
+            lambda: self._ddl_client.command(sql, parameters),
+            self._timeouts.ddl_s,
+        )
 
     async def _rows(
         self,
@@ -116,6 +195,7 @@ class Store:
         result = await _guard(
             sql[:80],
             lambda: self._client.query(sql, parameters=parameters, external_data=external_data),
+            self._timeouts.read_s,
         )
         return list(result.result_rows)
 
@@ -221,26 +301,108 @@ class Store:
         self, generation: int, partitions: Iterable[TopicPartition]
     ) -> dict[TopicPartition, Stored]:
         """Each partition's position in its current log epoch (absent: nothing written)."""
+        return (await self.positions_and_fences(generation, partitions))[0]
+
+    async def positions_and_fences(
+        self, generation: int, partitions: Iterable[TopicPartition]
+    ) -> tuple[dict[TopicPartition, Stored], dict[TopicPartition, int]]:
+        """Each partition's position (as :meth:`positions`) and its latest fence (absent:
+        none registered), in one round trip: every batch asks."""
         wanted = {(tp.topic, tp.partition) for tp in partitions}
         if not wanted:
-            return {}
+            return {}, {}
+        g = int(generation)
         rows = await self._rows(
             "SELECT kafka_topic, kafka_partition, log_epoch, max(last_written), 0 "
-            f"FROM {self.database}.log_positions_g{int(generation)} "
+            f"FROM {self.database}.log_positions_g{g} "
             "WHERE kafka_topic IN {topics:Array(String)} "
             "GROUP BY kafka_topic, kafka_partition, log_epoch "
             "UNION ALL "
             "SELECT kafka_topic, kafka_partition, log_epoch, (start_offset, toUInt64(0)), 1 "
             f"FROM {self.database}.log_epochs "
-            "WHERE generation = {generation:UInt32} AND kafka_topic IN {topics:Array(String)}",
-            {"topics": sorted({topic for topic, _ in wanted}), "generation": generation},
+            "WHERE generation = {generation:UInt32} AND kafka_topic IN {topics:Array(String)} "
+            "UNION ALL "
+            "SELECT kafka_topic, kafka_partition, 0, (argMax(fence, (seq, fence)), toUInt64(0)), 2 "
+            f"FROM {self.database}.fences_g{g} "
+            "WHERE kafka_topic IN {topics:Array(String)} GROUP BY kafka_topic, kafka_partition",
+            {"topics": sorted({topic for topic, _ in wanted}), "generation": g},
         )
-        found: list[PositionRow] = [
-            (str(t), int(p), int(e), (int(last[0]), int(last[1])), int(a))
-            for t, p, e, last, a in rows
-            if (t, p) in wanted
-        ]
-        return current_positions(found)
+        found: list[PositionRow] = []
+        fences: dict[TopicPartition, int] = {}
+        for t, p, e, last, kind in rows:
+            if (t, p) not in wanted:
+                continue
+            if kind == 2:
+                fences[TopicPartition(str(t), int(p))] = int(last[0])
+            else:
+                found.append((str(t), int(p), int(e), (int(last[0]), int(last[1])), int(kind)))
+        return current_positions(found), fences
+
+    # -- fences (docs/exactly-once.md) ---------------------------------------------------------
+
+    async def fence_sequences(
+        self, generation: int, partitions: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        """The sequence number of each partition's latest registration (absent: none)."""
+        wanted = {(tp.topic, tp.partition) for tp in partitions}
+        if not wanted:
+            return {}
+        rows = await self._rows(
+            f"SELECT kafka_topic, kafka_partition, max(seq) FROM {self.database}.fences_g"
+            f"{int(generation)} WHERE kafka_topic IN {{topics:Array(String)}} "
+            "GROUP BY kafka_topic, kafka_partition",
+            {"topics": sorted({topic for topic, _ in wanted})},
+        )
+        return {TopicPartition(str(t), int(p)): int(seq) for t, p, seq in rows if (t, p) in wanted}
+
+    async def add_fences(
+        self, generation: int, fences: Sequence[tuple[TopicPartition, int, int]], owner: str
+    ) -> None:
+        """Register (partition, sequence, fence) rows. Sent again after an unclear failure,
+        the same rows are stored once (the table deduplicates identical blocks)."""
+        await _guard(
+            "register fences",
+            lambda: self._client.insert(
+                f"fences_g{int(generation)}",
+                [(tp.topic, tp.partition, seq, fence, owner) for tp, seq, fence in fences],
+                column_names=["kafka_topic", "kafka_partition", "seq", "fence", "owner"],
+                database=self.database,
+                settings={"insert_deduplicate": 1},
+            ),
+            self._timeouts.read_s,
+        )
+
+    async def writes_in_flight(self, generation: int) -> list[str]:
+        """The query ids of inserts into ``generation``'s writes tables running now."""
+        rows = await self._rows(
+            "SELECT query_id FROM system.processes WHERE query_kind = 'Insert' "
+            "AND match(query, {pattern:String})",
+            {"pattern": writes_pattern(self.database, generation)},
+        )
+        return [str(query_id) for (query_id,) in rows]
+
+    async def wait_until_finished(self, query_ids: Sequence[str]) -> float:
+        """Wait until none of ``query_ids`` runs any more; return how long that took."""
+        started = time.monotonic()
+        logged = started
+        remaining = list(query_ids)
+        while remaining:
+            rows = await self._rows(
+                "SELECT query_id FROM system.processes WHERE query_id IN {ids:Array(String)}",
+                {"ids": remaining},
+            )
+            remaining = [str(query_id) for (query_id,) in rows]
+            if not remaining:
+                break
+            now = time.monotonic()
+            if now - logged >= _IN_FLIGHT_LOG_S:
+                logged = now
+                logger.warning(
+                    "still waiting for %d writes that began before the fence (%.0f s so far)",
+                    len(remaining), now - started,
+                )  # fmt: skip
+            await asyncio.sleep(_IN_FLIGHT_POLL_S)
+        return time.monotonic() - started
 
     async def accept_epoch(
         self, generation: int, tp: TopicPartition, epoch: int, start_offset: int, reason: str
@@ -257,6 +419,7 @@ class Store:
                 ],
                 database=self.database,
             ),
+            self._timeouts.read_s,
         )  # fmt: skip
 
     async def counted(self, generation: int, keys: Iterable[DedupeKey]) -> dict[DedupeKey, str]:
@@ -355,4 +518,5 @@ class Store:
                     "deduplicate_blocks_in_dependent_materialized_views": 1,
                 },
             ),
+            self._timeouts.read_s,
         )

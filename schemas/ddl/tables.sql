@@ -1,7 +1,8 @@
 -- Physical tables of one generation ({generation}). Analysts read the views of views.sql.
 --
 -- Exactly-once in effect: the projector writes each batch of one topic as ONE insert into
--- its intake table (end of this file), whose views fan the rows out to the ledgers
+-- its writes table, whose fence (end of this file) admits the rows of the partitions' current
+-- owner into the topic's intake table, whose views fan the rows out to the ledgers
 -- (sales_calls_g / refunds_calls_g / clicks_g / dead_letters_g); everything else is derived
 -- from the ledgers by materialized views. A single-block insert is atomic, and every
 -- ledger row carries its Kafka position (with its log epoch and record fingerprint);
@@ -313,3 +314,105 @@ CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.dead_letters_from_clicks_intak
 TO {database}.dead_letters_g{generation} AS
 SELECT kafka_topic, kafka_partition, kafka_offset, log_epoch, kafka_fingerprint, reason, payload
 FROM {database}.clicks_intake_g{generation} WHERE kind = 'dead_letter';
+
+-- Fencing (docs/exactly-once.md): what the projector inserts goes into a topic's writes table
+-- (the intake's columns plus `fence`), and one materialized view admits into the intake only
+-- the rows whose fence is their partition's latest registration in fences_g. An instance
+-- registers a new fence for every partition it is given before it reads the partition's
+-- position, so a paused instance that wakes with a batch for partitions the group gave away
+-- (a zombie) writes nothing: the check is made by ClickHouse when the block is inserted, not
+-- by the projector before it. Both the block and the registration are plain inserts, so the
+-- registering instance also waits for the writes that were running when it registered (they
+-- may have been admitted just before) before it reads positions.
+--
+-- One registration per row: a sequence number (the partition's last plus one) and a random
+-- fence; the latest is the highest (seq, fence), so two instances that race to register
+-- cannot both win. Identical blocks are deduplicated: a registration sent again after an
+-- unclear failure is stored once.
+CREATE TABLE IF NOT EXISTS {database}.fences_g{generation}
+(
+    kafka_topic     LowCardinality(String),
+    kafka_partition UInt32,
+    seq             UInt64,
+    fence           UInt64,
+    owner           String,
+    registered_at   DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = MergeTree
+ORDER BY (kafka_topic, kafka_partition, seq)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS {database}.sales_writes_g{generation}
+(
+    kind              LowCardinality(String),
+    universe          String,
+    transaction_id    String,
+    event_id          String,
+    source            String,
+    status            String,
+    reason            String,
+    amount_raw        String,
+    amount            Decimal(18, 4),
+    currency          String,
+    customer_id       String,
+    campaign_id       String,
+    link_id           String,
+    product           String,
+    clicked_at        Nullable(DateTime64(3, 'UTC')),
+    received_at       DateTime64(3, 'UTC'),
+    client_hash       String,
+    kafka_topic       String,
+    kafka_partition   UInt32,
+    kafka_offset      UInt64,
+    log_epoch         UInt32,
+    kafka_fingerprint UInt64,
+    refund_id         String,
+    full_refund       UInt8,
+    sold_at           Nullable(DateTime64(3, 'UTC')),
+    payload           String,
+    fence             UInt64
+)
+ENGINE = Null;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.sales_admitted_g{generation}
+TO {database}.sales_intake_g{generation} AS
+SELECT kind, universe, transaction_id, event_id, source, status, reason, amount_raw, amount,
+       currency, customer_id, campaign_id, link_id, product, clicked_at, received_at,
+       client_hash, kafka_topic, kafka_partition, kafka_offset, log_epoch, kafka_fingerprint,
+       refund_id, full_refund, sold_at, payload
+FROM {database}.sales_writes_g{generation}
+WHERE (kafka_topic, kafka_partition, fence) IN (
+    SELECT kafka_topic, kafka_partition, argMax(fence, (seq, fence))
+    FROM {database}.fences_g{generation} GROUP BY kafka_topic, kafka_partition);
+
+CREATE TABLE IF NOT EXISTS {database}.clicks_writes_g{generation}
+(
+    kind              LowCardinality(String),
+    universe          String,
+    customer_id       String,
+    campaign_id       String,
+    link_id           String,
+    product           String,
+    clicked_at        DateTime64(3, 'UTC'),
+    event_id          String,
+    client_hash       String,
+    kafka_topic       String,
+    kafka_partition   UInt32,
+    kafka_offset      UInt64,
+    log_epoch         UInt32,
+    kafka_fingerprint UInt64,
+    reason            String,
+    payload           String,
+    fence             UInt64
+)
+ENGINE = Null;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.clicks_admitted_g{generation}
+TO {database}.clicks_intake_g{generation} AS
+SELECT kind, universe, customer_id, campaign_id, link_id, product, clicked_at, event_id,
+       client_hash, kafka_topic, kafka_partition, kafka_offset, log_epoch, kafka_fingerprint,
+       reason, payload
+FROM {database}.clicks_writes_g{generation}
+WHERE (kafka_topic, kafka_partition, fence) IN (
+    SELECT kafka_topic, kafka_partition, argMax(fence, (seq, fence))
+    FROM {database}.fences_g{generation} GROUP BY kafka_topic, kafka_partition);

@@ -12,7 +12,15 @@ from pathlib import Path
 import pytest
 
 from chaos.gray_scenarios import frozen_broker_edge_kill, frozen_broker_then_load, spool_limit
-from chaos.scenarios import Result, edge_sigkill, edge_workers, kills_under_stream, restart_cycles
+from chaos.scenarios import (
+    Result,
+    clickhouse_freeze,
+    edge_sigkill,
+    edge_workers,
+    kills_under_stream,
+    projectors_paused,
+    restart_cycles,
+)
 
 
 def explain(result: Result) -> str:
@@ -87,3 +95,25 @@ def test_the_edge_is_ready_within_10s_of_a_frozen_broker_resuming_under_steady_l
     # Before, it stayed unready for as long as the load lasted, every event spooled.
     assert result.tally.answered >= 6000, explain(result)
     assert result.checks and result.ok, explain(result)
+
+
+# -- gray failures of ClickHouse and of the projectors (issue 27) -------------------------------
+
+
+def test_a_frozen_clickhouse_is_retried_and_reported_and_loses_nothing(tmp_path: Path) -> None:
+    # 12 s frozen: past the projector's default 10 s timeout.
+    result = clickhouse_freeze(tmp_path, rate=200, duration_s=30, frozen_s=12)
+    assert result.tally.answered == 6000, explain(result)
+    assert not result.problems, explain(result)  # retries counted, /readyz said so
+    assert result.ok, explain(result)
+
+
+@pytest.mark.parametrize("hook", [False, True], ids=["any-instant", "between-check-and-write"])
+def test_two_projectors_paused_in_turn_past_the_session_timeout_count_each_sale_once(
+    tmp_path: Path, hook: bool
+) -> None:
+    result = projectors_paused(tmp_path, rate=200, duration_s=30, pauses=2, pause_s=8, hook=hook)
+    assert result.tally.answered == 6000, explain(result)
+    assert not result.problems, explain(result)
+    assert result.tally.doubled == 0, explain(result)
+    assert result.ok, explain(result)

@@ -37,9 +37,9 @@ SECRET = {"TRACKER_SECRET": "s" * 32}
 # cluster mode: giving them a window would change the single-server DDL. Any other table
 # added without its window fails the test below.
 NO_WINDOW = {"generations", "log_epochs"}
-# The intake tables (ENGINE = Null) hold nothing, so nothing in them to deduplicate or
-# replicate: the ledgers their views feed carry the window.
-INTAKE = re.compile(r"^(sales|clicks)_intake_g\d+$")
+# The intake and writes tables (ENGINE = Null) hold nothing, so nothing in them to deduplicate
+# or replicate: the ledgers their views feed carry the window.
+INTAKE = re.compile(r"^(sales|clicks)_(intake|writes)_g\d+$")
 
 _CREATE_TABLE = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+)\.(\w+)")
 _ENGINE = re.compile(r"^ENGINE = (\w+)(?:\((.*)\))?$", re.MULTILINE)
