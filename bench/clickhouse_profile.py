@@ -20,7 +20,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
 # A statement's kind: INSERT INTO <table> or the table a look-up reads first, generation
-# suffix removed, so the rows read "insert sales_intake", "select sales" (the dedupe look-up),
+# suffix removed, so the rows read "insert sales_writes", "select sales" (the dedupe look-up),
 # "select clicks" (stored clicks), "select log_positions" (positions).
 _KIND = (
     "concat(lower(toString(query_kind)), ' ', "

@@ -47,7 +47,7 @@ def test_the_small_benchmark_runs_end_to_end_and_checks_its_totals(tmp_path: Pat
     ):  # fmt: skip
         assert section in report
     kinds = {row["kind"] for row in data["clickhouse_profile"]["queries"]}
-    assert {"insert sales_intake", "insert clicks_intake", "select sales"} <= kinds
+    assert {"insert sales_writes", "insert clicks_writes", "select sales"} <= kinds
     assert data["clickhouse_profile"]["views"] and data["clickhouse_profile"]["parts"]
     peer = data["kafka_engine"].get("proxy", data["kafka_engine"])
     assert peer["duplicates_counted"] > 0  # the generated log repeats transactions

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
 import re
 import shutil
 import sys
@@ -43,7 +44,8 @@ def substitute_sql(sql: str, database: str, frm: dt.datetime, to: dt.datetime) -
 
     def time_filter(m: re.Match[str]) -> str:
         col = m.group(1)
-        start, end = int(frm.timestamp()), int(to.timestamp())
+        # The end rounded up: a sale of this very second is inside the window, as in Grafana.
+        start, end = int(frm.timestamp()), math.ceil(to.timestamp())
         return f"{col} >= toDateTime({start}) AND {col} <= toDateTime({end})"
 
     sql = re.sub(r"\$__timeFilter\((\w+)\)", time_filter, sql)
